@@ -1,0 +1,240 @@
+"""The gateway's settings: one typed object, command-line flag over environment over default.
+
+Each setting is declared once in :data:`SETTINGS` with its type, default and
+help text; the command line, the ``GATEWAY_<NAME>`` environment variables and
+the validation all read that table. Building a :class:`Settings` does no I/O
+beyond checking that configured folders exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway.errors import SettingsError
+
+logger = logging.getLogger(__name__)
+
+LEAK_NAMES = ("model-cache", "worker-futures", "session-buffers")
+MAX_DEFAULT_WORKERS = 12
+ENV_PREFIX = "GATEWAY_"
+
+
+def default_models_dir() -> Path:
+    """Return the folder that ``gateway models prepare`` writes to by default."""
+    env = os.environ.get("GATEWAY_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "asr-leak-toolkit" / "models"
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
+def parse_leaks(value: str) -> tuple[str, ...]:
+    """Parse ``none``, ``all`` or a comma list of leak names into a sorted tuple."""
+    text = value.strip().lower()
+    if text in ("", "none"):
+        return ()
+    if text == "all":
+        return LEAK_NAMES
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in LEAK_NAMES]
+    if unknown:
+        raise SettingsError(
+            f"leaks: unknown leak {', '.join(repr(n) for n in unknown)} in {value!r}; "
+            f"use none, all, or a comma list of {', '.join(LEAK_NAMES)}"
+        )
+    return tuple(name for name in LEAK_NAMES if name in names)
+
+
+def parse_media_roots(value: str) -> tuple[Path, ...]:
+    """Parse an ``os.pathsep``-separated list of folders (the environment form)."""
+    return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+
+
+def _parse_bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: str = "default"
+    models_dir: Path = field(default_factory=default_models_dir)
+    device: str = "cpu"
+    workers: int = field(default_factory=default_workers)
+    max_queue: int | None = None  # None: 4 x workers
+    task_timeout_s: float = 300.0
+    stuck_after_timeouts: int = 3
+    cache_max_models: int = 3
+    session_ttl_s: float = 300.0
+    sweep_interval_s: float = 60.0
+    max_sessions: int = 1000
+    max_session_bytes: int = 64 * 1024 * 1024
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_audio_duration_s: float = 2 * 3600.0
+    media_roots: tuple[Path, ...] = ()
+    onednn_cache_capacity: int = 1024
+    torch_threads: int = 1
+    leaks: tuple[str, ...] = ()
+    debug_endpoints: bool = False
+    log_level: str = "info"
+
+    @property
+    def queue_limit(self) -> int:
+        return self.max_queue if self.max_queue is not None else 4 * self.workers
+
+    def validate(self) -> list[str]:
+        """Raise :class:`SettingsError` on an invalid value; return warnings for risky ones."""
+        _require(1 <= self.port <= 65535, "port", self.port, "an integer from 1 to 65535")
+        _require(self.workers >= 1, "workers", self.workers, "an integer of at least 1")
+        if self.max_queue is not None:
+            _require(self.max_queue >= 0, "max queue", self.max_queue, "an integer of at least 0")
+        _require(self.task_timeout_s > 0, "task timeout", self.task_timeout_s, "a number of seconds above 0")
+        _require(self.stuck_after_timeouts >= 1, "stuck after timeouts", self.stuck_after_timeouts, "at least 1")
+        _require(self.cache_max_models >= 1, "cache max models", self.cache_max_models, "an integer of at least 1")
+        _require(self.session_ttl_s > 0, "session TTL", self.session_ttl_s, "a number of seconds above 0")
+        _require(self.sweep_interval_s > 0, "sweep interval", self.sweep_interval_s, "a number of seconds above 0")
+        _require(self.max_sessions >= 1, "max sessions", self.max_sessions, "an integer of at least 1")
+        _require(self.max_session_bytes >= 1, "max session bytes", self.max_session_bytes, "at least 1 byte")
+        _require(self.max_upload_bytes >= 1, "max upload bytes", self.max_upload_bytes, "at least 1 byte")
+        _require(self.max_audio_duration_s > 0, "max audio duration", self.max_audio_duration_s, "above 0 seconds")
+        _require(self.onednn_cache_capacity >= 0, "oneDNN cache capacity", self.onednn_cache_capacity, "at least 0")
+        _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
+        _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device, "cpu, cuda or cuda:N")
+        _require(
+            self.log_level in ("debug", "info", "warning", "error"),
+            "log level", self.log_level, "debug, info, warning or error",
+        )
+        _require(bool(self.model.strip()), "model", self.model, "a preset name or a model directory")
+        for root in self.media_roots:
+            if not root.is_dir():
+                raise SettingsError(
+                    f"media root {str(root)!r} is not an existing folder; create it or pass another --media-root"
+                )
+
+        warnings = []
+        cpu_count = os.cpu_count() or 1
+        if self.workers > 2 * cpu_count:
+            warnings.append(
+                f"workers={self.workers} is above twice the CPU count ({cpu_count}); "
+                "inference threads will compete for cores"
+            )
+        if self.cache_max_models == 1:
+            warnings.append("cache max models is 1: every request for another model evicts and reloads (thrashing)")
+        if self.session_ttl_s < 60:
+            warnings.append(
+                f"session TTL is {self.session_ttl_s:g} s (under 60 s): slow streaming clients may lose their sessions"
+            )
+        if self.leaks:
+            warnings.append(f"leak switches on: {', '.join(self.leaks)}; this gateway reproduces the incident")
+        if not self.media_roots:
+            warnings.append("no media root set: every audio_url is rejected until --media-root is given")
+        return warnings
+
+
+def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise SettingsError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str  # Settings field
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _Option("host", str, "address to listen on (default 127.0.0.1)"),
+    _Option("port", int, "TCP port (default 8080)"),
+    _Option("model", str, "default model: a preset name (default: paraformer-50mb) or a prepared model directory"),
+    _Option("models_dir", Path, "folder of prepared models (default: ~/.cache/asr-leak-toolkit/models)"),
+    _Option("device", str, "torch device: cpu, cuda or cuda:N (default cpu)"),
+    _Option("workers", int, "inference worker threads (default: CPU count, at most 12)"),
+    _Option("max_queue", int, "tasks that may wait for a worker before new ones get 503 (default 4 x workers)"),
+    _Option("task_timeout_s", float, "seconds a request waits for its task before 504 (default 300)"),
+    _Option("stuck_after_timeouts", int, "a task running this many timeouts long counts as stuck (default 3)"),
+    _Option("cache_max_models", int, "model instances the cache holds before evicting the least recently used (default 3)"),
+    _Option("session_ttl_s", float, "seconds of inactivity after which a session is dropped (default 300)"),
+    _Option("sweep_interval_s", float, "seconds between sweeps for idle sessions (default 60)"),
+    _Option("max_sessions", int, "open sessions allowed at once (default 1000)"),
+    _Option("max_session_bytes", int, "audio bytes one session may buffer (default 64 MiB)"),
+    _Option("max_upload_bytes", int, "largest audio file or chunk accepted, in bytes (default 100 MiB)"),
+    _Option("max_audio_duration_s", float, "longest audio accepted, in seconds (default 7200)"),
+    _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024)"),
+    _Option("torch_threads", int, "torch intra-op threads per process (default 1; workers run in parallel)"),
+    _Option("leaks", parse_leaks, "turn old leaks back on: none, all, or a comma list of " + ",".join(LEAK_NAMES)),
+    _Option("debug_endpoints", _parse_bool, "serve /v1/debug/* to loopback clients (default off)"),
+    _Option("log_level", str.lower, "debug, info, warning or error (default info)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; unset flags stay ``None`` so the environment can fill them."""
+    for option in _OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        if option.name == "debug_endpoints":
+            parser.add_argument(flag, action="store_true", default=None, help=option.help)
+            continue
+        parser.add_argument(flag, default=None, help=option.help, metavar=option.metavar)
+    parser.add_argument(
+        "--media-root",
+        action="append",
+        default=None,
+        dest="media_roots",
+        metavar="DIR",
+        help="folder that audio_url paths may point into; repeat for several (default: none, all rejected)",
+    )
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from parsed flags, then ``GATEWAY_<NAME>`` variables, then defaults."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(Settings)}
+
+    for option in _OPTIONS:
+        raw = getattr(args, option.name, None) if args is not None else None
+        source = "--" + option.name.replace("_", "-")
+        if raw is None:
+            env_name = ENV_PREFIX + option.name.upper()
+            if env_name not in environ:
+                continue
+            raw = environ[env_name]
+            source = env_name
+        if isinstance(raw, bool):
+            values[option.name] = raw
+            continue
+        try:
+            values[option.name] = option.parse(raw)
+        except SettingsError:
+            raise
+        except (ValueError, TypeError) as error:
+            raise SettingsError(f"{source}: invalid value {raw!r} ({error}); see gateway serve --help") from None
+
+    roots = getattr(args, "media_roots", None) if args is not None else None
+    if roots:
+        values["media_roots"] = tuple(Path(r).expanduser() for r in roots)
+    elif "GATEWAY_MEDIA_ROOTS" in environ:
+        values["media_roots"] = parse_media_roots(environ["GATEWAY_MEDIA_ROOTS"])
+    if "media_roots" in values:
+        values["media_roots"] = tuple(root.resolve() for root in values["media_roots"])
+
+    assert set(values) <= known
+    return Settings(**values)
