@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from gateway import __version__, asr, audio, native
+from gateway import __version__, asr, audio, failpoints, native
 from gateway.asr import ModelIdentity, RequestOptions, Transcript
 from gateway.errors import (
     GatewayError,
@@ -147,6 +147,8 @@ class Gateway:
 
     async def start(self) -> None:
         native.bound_onednn_primitive_cache(self.settings.onednn_cache_capacity)
+        if failpoints.folder() is not None:
+            logger.warning("Test failpoints enabled in %s; never set %s in production", failpoints.folder(), failpoints.ENV_VAR)
         self.components.sessions.start()
         self._warmup = asyncio.get_running_loop().create_task(self._load_default_model(), name="default-model")
         logger.info(
@@ -209,6 +211,7 @@ class Gateway:
         cache = self.components.cache
 
         def task() -> Transcript:
+            failpoints.hold_inference()
             samples = load_audio()
             with cache.lease(identity, options) as model:
                 transcript = model.transcribe(samples, options)

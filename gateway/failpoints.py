@@ -1,0 +1,42 @@
+"""Test-only failpoints: hold inference until a test releases it.
+
+Off unless the gateway process starts with ``GATEWAY_FAILPOINTS_DIR`` set to a
+folder; no request can turn them on. While the file ``hold`` exists in that
+folder, each inference task writes ``entered-<n>`` there and waits until
+``hold`` is removed (at most ``MAX_HOLD_S``). Tests use the files as events to
+order their steps without sleeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "GATEWAY_FAILPOINTS_DIR"
+MAX_HOLD_S = 120.0
+POLL_S = 0.01
+
+_counter = itertools.count(1)
+
+
+def folder() -> Path | None:
+    value = os.environ.get(ENV_VAR)
+    return Path(value) if value else None
+
+
+def hold_inference() -> None:
+    """Block the calling worker while the ``hold`` file exists."""
+    base = folder()
+    if base is None or not (base / "hold").exists():
+        return
+    marker = base / f"entered-{next(_counter)}"
+    marker.touch()
+    logger.warning("Failpoint: holding inference task (%s)", marker.name)
+    deadline = time.monotonic() + MAX_HOLD_S
+    while (base / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
