@@ -72,7 +72,7 @@ class Components:
 
 
 def build_components(settings: Settings) -> Components:
-    """Pick the fixed or the leaky implementation of each part, as ``settings.leaks`` says."""
+    """Pick the fixed or the leaky implementation of each part, as ``settings.leaks`` selects."""
 
     def loader(identity: ModelIdentity) -> asr.LoadedModel:
         return asr.load_model(identity, settings.torch_threads)
@@ -401,7 +401,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.debug_endpoints:
             raise NotFoundError("debug endpoints are off; start the gateway with --debug-endpoints", code="debug_off")
         if not is_loopback(request):
-            raise GatewayError("debug endpoints answer loopback clients only", code="forbidden", http_status=403)
+            raise GatewayError("debug endpoints serve loopback clients only; call them from the gateway's host", code="forbidden", http_status=403)
         return {"sessions": gateway.components.sessions.describe()}
 
     return app

@@ -31,7 +31,7 @@ _AUTOMODEL_BUILD_LOCK = threading.Lock()
 
 @dataclass(frozen=True, order=True)
 class ModelIdentity:
-    """The model cache key: what is loaded, never what a request asks of it."""
+    """The model cache key: what is loaded, never the request options."""
 
     name: str
     path: str

@@ -94,7 +94,7 @@ def decode(data: bytes, *, max_duration_s: float, name: str = "audio", expected_
         )
     if expected_rate is not None and expected_rate != info.samplerate:
         raise InvalidAudioError(
-            f"{name} has sample rate {info.samplerate} Hz but the request says {expected_rate} Hz; "
+            f"{name} has sample rate {info.samplerate} Hz but the request sets sample_rate {expected_rate} Hz; "
             "omit sample_rate or send matching audio",
             code="sample_rate_mismatch",
         )

@@ -115,7 +115,7 @@ def status(args: argparse.Namespace) -> int:
         print(f"gateway: error: could not read {url}: {error}; is the gateway running there?", file=sys.stderr)
         return 2
     if response.status_code != 200 or "status" not in figures:
-        print(f"gateway: error: {url} answered HTTP {response.status_code}: {response.text[:200]}", file=sys.stderr)
+        print(f"gateway: error: {url} returned HTTP {response.status_code}: {response.text[:200]}", file=sys.stderr)
         return 2
 
     if args.json:

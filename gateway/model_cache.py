@@ -32,7 +32,7 @@ Loader = Callable[[ModelIdentity], LoadedModel]
 
 
 class ModelCacheProtocol(Protocol):
-    """What the app needs from a model cache, fixed or leaky."""
+    """Interface of a model cache, fixed or leaky."""
 
     def lease(self, identity: ModelIdentity, options: RequestOptions) -> contextlib.AbstractContextManager[LoadedModel]: ...
 

@@ -76,7 +76,7 @@ def new_session_id() -> str:
 
 
 class SessionStoreProtocol(Protocol):
-    """What the app needs from a session store, fixed or leaky."""
+    """Interface of a session store, fixed or leaky."""
 
     def open(self, session_id: str | None, sample_rate: int, model: str | None) -> Session: ...
 

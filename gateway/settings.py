@@ -1,8 +1,8 @@
 """The gateway's settings: one typed object, command-line flag over environment over default.
 
-Each setting is declared once in :data:`SETTINGS` with its type, default and
-help text; the command line, the ``GATEWAY_<NAME>`` environment variables and
-the validation all read that table. Building a :class:`Settings` does no I/O
+Each setting is a field of :class:`Settings` with its default, and has one
+entry in ``_OPTIONS`` with its parser and help text. The command-line flags and
+the ``GATEWAY_<NAME>`` environment variables are both built from that table. Building a :class:`Settings` does no I/O
 beyond checking that configured folders exist.
 """
 

@@ -32,7 +32,7 @@ SATURATION_LOG_INTERVAL_S = 30.0
 
 
 class WorkerPoolProtocol(Protocol):
-    """What the app needs from a worker pool, fixed or leaky."""
+    """Interface of a worker pool, fixed or leaky."""
 
     async def run(self, task: Callable[[], T]) -> T: ...
 
