@@ -1,0 +1,213 @@
+"""Command line: ``soak run``, ``soak compare`` and ``soak report``.
+
+Exit status: 0 the run (or comparison) passed, 1 a criterion failed or could
+not be decided, 2 the run could not be carried out (or the command was
+invalid). Arguments after ``--`` go to Locust unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from soak import __version__
+from soak.errors import SoakError
+from soak.evaluate import evaluate_run
+from soak.report import format_comparison, format_run, write_run_outputs
+from soak.results import EXIT_ERROR, RunResult
+from soak.rundir import MANIFEST, REPORT, RunFolder
+from soak.runner import DEFAULT_RUNS_DIR, RunSettings, run_comparison, run_once, write_comparison
+
+logger = logging.getLogger("soak")
+
+PROFILES = ("memory",)
+LEAK_NAMES = ("model-cache", "worker-futures", "session-buffers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soak",
+        description="Run load profiles against the gateway, sample its memory and judge the run against exit criteria.",
+    )
+    parser.add_argument("--version", action="version", version=f"soak {__version__}")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="log level (default info)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run one profile against a gateway that soak starts",
+        description="Prepare the models, start the gateway, run the profile with Locust, stop everything and "
+        "write the run folder. Arguments after -- go to Locust.",
+    )
+    run.add_argument("profile", choices=PROFILES, help="load profile")
+    run.add_argument("--leaks", default="none", type=leaks_value, help="leak switches for the gateway: none, all or a comma list of "
+                     f"{', '.join(LEAK_NAMES)} (default none)")
+    add_run_options(run)
+
+    compare = commands.add_parser(
+        "compare",
+        help="run a profile with every leak on, then with none, and compare",
+        description="Run the profile with --leaks all, then with --leaks none, into one comparison folder. "
+        "Exit 0 only when the fixed run passes and the leaky run fails.",
+    )
+    compare.add_argument("profile", choices=PROFILES, help="load profile")
+    add_run_options(compare)
+
+    report = commands.add_parser(
+        "report",
+        help="judge saved runs again and render their reports",
+        description="Judge run or comparison folders again from their saved data and rewrite summary.json, "
+        "junit.xml and report.html. No gateway is needed.",
+    )
+    report.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="run folder or comparison folder")
+    report.add_argument("--criteria", type=Path, default=None, help="criteria TOML file (default: the one the run used)")
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    defaults = RunSettings()
+    parser.add_argument("--model", default=defaults.model, help=f"model preset (default {defaults.model})")
+    parser.add_argument("--requests", type=positive_int, default=defaults.requests, help=f"requests in total (default {defaults.requests})")
+    parser.add_argument("--users", type=positive_int, default=defaults.users,
+                        help=f"concurrent Locust users; 1 sends the requests one after another (default {defaults.users})")
+    parser.add_argument("--cache-max-models", type=positive_int, default=defaults.cache_max_models,
+                        help=f"the gateway's model cache bound (default {defaults.cache_max_models})")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder, empty or new (default: a new folder under {DEFAULT_RUNS_DIR})")
+    parser.add_argument("--criteria", type=Path, default=None, help="criteria TOML file (default: the built-in criteria)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="models folder (default: the gateway's default)")
+    parser.add_argument("--timeout-s", type=positive_float, default=defaults.timeout_s,
+                        help=f"wall-clock limit of the load phase in seconds (default {defaults.timeout_s:.0f})")
+    parser.add_argument("--ready-timeout-s", type=positive_float, default=defaults.ready_timeout_s,
+                        help=f"seconds to wait for the gateway's readiness (default {defaults.ready_timeout_s:.0f})")
+    parser.add_argument("--pause-s", type=non_negative_float, default=defaults.pause_s,
+                        help=f"pause after each request of a user, in seconds (default {defaults.pause_s})")
+    parser.add_argument("--malloc-arena-max", type=positive_int, default=None, help="set MALLOC_ARENA_MAX for the gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own_args, locust_args = split_locust_args(argv)
+    args = build_parser().parse_args(own_args)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO, which would bury the run's own log under status reads.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    try:
+        if args.command == "report":
+            return report(args.folders, args.criteria)
+        settings = settings_from(args, locust_args)
+        if args.command == "run":
+            folder, result = run_once(settings, out=args.out)
+            print(format_run(result, report_path=str(folder.file(REPORT))))
+            return result.exit_code
+        folder, comparison = run_comparison(settings, out=args.out)
+        print(format_comparison(comparison, report_path=str(folder.file(REPORT))))
+        return comparison.exit_code
+    except SoakError as exc:
+        print(f"soak: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("soak: interrupted; every process soak started was stopped.", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def settings_from(args: argparse.Namespace, locust_args: list[str]) -> RunSettings:
+    return replace(
+        RunSettings(),
+        profile=args.profile,
+        leaks=getattr(args, "leaks", "none"),
+        model=args.model,
+        requests=args.requests,
+        users=args.users,
+        cache_max_models=args.cache_max_models,
+        criteria_path=args.criteria.resolve() if args.criteria else None,
+        models_dir=args.models_dir,
+        timeout_s=args.timeout_s,
+        ready_timeout_s=args.ready_timeout_s,
+        pause_s=args.pause_s,
+        malloc_arena_max=args.malloc_arena_max,
+        locust_args=tuple(locust_args),
+    )
+
+
+def report(folders: list[Path], criteria_path: Path | None) -> int:
+    """Judge each folder again and rewrite its outputs; return the worst exit status."""
+    exit_codes = []
+    for path in folders:
+        folder = RunFolder(path)
+        kind = folder.read_json(MANIFEST).get("kind", "run")
+        if kind == "comparison":
+            leaky = rerender_run(RunFolder(path / "leaky"), criteria_path)
+            fixed = rerender_run(RunFolder(path / "fixed"), criteria_path)
+            comparison = write_comparison(folder, leaky, fixed)
+            print(format_comparison(comparison, report_path=str(path / REPORT)))
+            exit_codes.append(comparison.exit_code)
+        else:
+            result = rerender_run(folder, criteria_path)
+            print(format_run(result, report_path=str(path / REPORT)))
+            exit_codes.append(result.exit_code)
+    return max(exit_codes)
+
+
+def rerender_run(folder: RunFolder, criteria_path: Path | None) -> RunResult:
+    result = evaluate_run(folder, criteria_path)
+    write_run_outputs(folder, result)
+    return result
+
+
+def split_locust_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split at the first ``--``: soak's own arguments before it, Locust's after it."""
+    if "--" not in argv:
+        return argv, []
+    position = argv.index("--")
+    return argv[:position], argv[position + 1 :]
+
+
+def leaks_value(text: str) -> str:
+    if text in ("none", "all"):
+        return text
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LEAK_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"invalid leak switch {text!r}: use none, all or a comma list of {', '.join(LEAK_NAMES)}"
+        )
+    return ",".join(names)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = parse_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = parse_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value:g}")
+    return value
+
+
+def parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
