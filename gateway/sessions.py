@@ -86,6 +86,10 @@ class SessionStoreProtocol(Protocol):
 
     def delete(self, session_id: str) -> None: ...
 
+    def has(self, session_id: str) -> bool: ...
+
+    def abandon(self, session_id: str) -> bool: ...
+
     def stats(self) -> dict[str, int]: ...
 
     def describe(self) -> list[dict]: ...
@@ -156,6 +160,17 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         session = self._get(session_id)
         del self._sessions[session.session_id]
+
+    def has(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def abandon(self, session_id: str) -> bool:
+        """Release a session whose streaming client went away; return whether one was released."""
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        logger.info("Session %s released after its client disconnected (%d bytes)", session_id, len(session.buffer))
+        return True
 
     def sweep(self, now_s: float | None = None) -> int:
         """Drop sessions idle for longer than the TTL; return how many were dropped."""

@@ -90,8 +90,12 @@ class Settings:
     media_roots: tuple[Path, ...] = ()
     onednn_cache_capacity: int = 1024
     torch_threads: int = 1
+    stream_max_message_bytes: int = 1024 * 1024
+    stream_partial_interval_s: float = 2.0
+    auth_token: str | None = None
     leaks: tuple[str, ...] = ()
     debug_endpoints: bool = False
+    debug_token: str | None = None
     log_level: str = "info"
 
     @property
@@ -114,6 +118,11 @@ class Settings:
         _require(self.max_upload_bytes >= 1, "max upload bytes", self.max_upload_bytes, "at least 1 byte")
         _require(self.max_audio_duration_s > 0, "max audio duration", self.max_audio_duration_s, "above 0 seconds")
         _require(self.onednn_cache_capacity >= 0, "oneDNN cache capacity", self.onednn_cache_capacity, "at least 0")
+        _require(self.stream_max_message_bytes >= 2, "stream max message bytes", self.stream_max_message_bytes, "at least 2")
+        _require(self.stream_partial_interval_s > 0, "stream partial interval", self.stream_partial_interval_s, "above 0 seconds")
+        for name, token in (("auth token", self.auth_token), ("debug token", self.debug_token)):
+            if token is not None and len(token) < 16:
+                raise SettingsError(f"{name} must have at least 16 characters, got {len(token)}; use a random secret")
         _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
         _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device, "cpu, cuda or cuda:N")
         _require(
@@ -179,6 +188,10 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max_audio_duration_s", float, "longest audio accepted, in seconds (default 7200)"),
     _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024)"),
     _Option("torch_threads", int, "torch intra-op threads per process (default 1; workers run in parallel)"),
+    _Option("stream_max_message_bytes", int, "largest WebSocket message accepted, in bytes; past it the stream closes with 1009 (default 1 MiB)"),
+    _Option("stream_partial_interval_s", float, "seconds of streamed audio between partial results (default 2)"),
+    _Option("auth_token", str, "bearer token required on every endpoint but /healthz and /readyz (default: none); prefer GATEWAY_AUTH_TOKEN", "TOKEN"),
+    _Option("debug_token", str, "token in X-Debug-Token that lets non-loopback clients use the debug endpoints (default: none)", "TOKEN"),
     _Option("leaks", parse_leaks, "turn old leaks back on: none, all, or a comma list of " + ",".join(LEAK_NAMES)),
     _Option("debug_endpoints", _parse_bool, "serve /v1/debug/* to loopback clients (default off)"),
     _Option("log_level", str.lower, "debug, info, warning or error (default info)"),

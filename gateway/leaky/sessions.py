@@ -52,6 +52,13 @@ class LeakySessionStore:
         _BUFFERS.pop(session_id, None)
         del _SESSIONS[session_id]
 
+    def has(self, session_id: str) -> bool:
+        return session_id in _SESSIONS
+
+    def abandon(self, session_id: str) -> bool:
+        # The leak: a client that goes away without closing keeps its chunks.
+        return False
+
     def sweep(self, now_s: float | None = None) -> int:
         return 0
 
