@@ -93,11 +93,8 @@ def evaluate_run(folder: RunFolder, criteria_path: Path | None = None) -> RunRes
             data, counts_warmup, "open_files", OPEN_FILES, "Open files back to the post-warm-up count", criteria
         ),
     ]
-    # The criteria file decides whether an undecided leak verdict fails the
-    # run; the absolute RSS limit applies either way.
-    tolerated = set() if criteria.fail_on_inconclusive_leak_verdict else {GROWTH}
-    result.verdict = combine_statuses(result.criteria, tolerated_inconclusive=tolerated)
-    if growth.status == "INCONCLUSIVE" and tolerated:
+    result.verdict = combine_statuses(result.criteria)
+    if growth.tolerated:
         result.warnings.append(
             "The growth verdict is INCONCLUSIVE and does not decide the run (fail_on_inconclusive_leak_verdict "
             "is false); the RSS limit after the profile still applies."
@@ -131,7 +128,13 @@ def judge_growth(
     fit = None
     if verdict.slope is not None and verdict.intercept is not None:
         fit = (after_fill[verdict.warmup_cut].index, verdict.intercept, verdict.slope)
-    return CriterionResult(GROWTH, title, verdict.verdict, verdict.slope, min_rate, "bytes/request", reason, details), fit
+    # The criteria file decides whether an undecided leak verdict fails the
+    # run; the absolute RSS limit applies either way.
+    tolerated = verdict.verdict == "INCONCLUSIVE" and not criteria.fail_on_inconclusive_leak_verdict
+    criterion = CriterionResult(
+        GROWTH, title, verdict.verdict, verdict.slope, min_rate, "bytes/request", reason, details, tolerated=tolerated
+    )
+    return criterion, fit
 
 
 def describe_growth(

@@ -33,6 +33,9 @@ class CriterionResult:
     unit: str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
+    # True for an INCONCLUSIVE status that the criteria file lets pass: it
+    # does not change the run's verdict, and JUnit reports it as skipped.
+    tolerated: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,16 +180,12 @@ class ComparisonResult:
         }
 
 
-def combine_statuses(criteria: list[CriterionResult], tolerated_inconclusive: set[str] = frozenset()) -> Verdict:
-    """Derive a run's verdict: any FAIL fails it, else any INCONCLUSIVE makes it inconclusive.
-
-    An INCONCLUSIVE criterion whose key is in ``tolerated_inconclusive`` does
-    not change the verdict.
-    """
+def combine_statuses(criteria: list[CriterionResult]) -> Verdict:
+    """Derive a run's verdict: any FAIL fails it, else any INCONCLUSIVE that is not tolerated."""
     statuses = {result.status for result in criteria}
     if "FAIL" in statuses:
         return "FAIL"
-    if any(result.status == "INCONCLUSIVE" and result.key not in tolerated_inconclusive for result in criteria):
+    if any(result.status == "INCONCLUSIVE" and not result.tolerated for result in criteria):
         return "INCONCLUSIVE"
     return "PASS"
 

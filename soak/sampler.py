@@ -9,7 +9,7 @@ what a leaky run can produce.
 Besides the fixed interval the sampler can watch a file, normally the
 profile's ``requests.jsonl``, and take an extra sample as soon as the file
 grows. That puts a sample right after each completed request, which the
-per-request RSS series needs; a 1 s tick alone would often land in the next
+per-request RSS series needs. A 1 s tick alone would often land in the next
 request's model load.
 """
 
@@ -88,8 +88,8 @@ class ProcessTreeSource:
 def read_process(process: psutil.Process, *, cpu_primed: bool) -> dict[str, Any] | None:
     """Read one process; ``None`` when it exited during the read.
 
-    ``cpu_primed`` says whether ``cpu_percent`` was called on this object
-    before: the first call has no previous reading and returns a meaningless 0.0.
+    ``cpu_primed`` is true when ``cpu_percent`` was called on this object
+    before. The first call has no previous reading and returns a meaningless 0.0.
     """
     try:
         with process.oneshot():
@@ -125,12 +125,12 @@ def read_uss(process: psutil.Process) -> int | None:
 def sum_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the per-process figures; a sum is ``None`` when any process lacks the figure."""
     totals: dict[str, Any] = {}
-    for key in ("rss_bytes", "uss_bytes", "threads", "fds", "open_files", "connections", "cpu_percent"):
+    for key in ("rss_bytes", "uss_bytes", "threads", "fds", "open_files", "connections", "cpu_percent", "cpu_times_s"):
         values = [row.get(key) for row in rows]
         if any(value is None for value in values):
             totals[key] = None
-        elif key == "cpu_percent":
-            totals[key] = round(sum(values), 1)
+        elif key in ("cpu_percent", "cpu_times_s"):
+            totals[key] = round(sum(values), 3)
         else:
             totals[key] = sum(values)
     return totals

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from soak.report import plots
-from soak.report.units import format_mib, format_value
+from soak.report.units import MIB, format_mib, format_value
 from soak.results import ComparisonResult, CriterionResult, RunResult
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -119,13 +119,14 @@ def run_banner_text(result: RunResult) -> str:
     return f"{len(result.criteria)} criteria: " + ", ".join(parts) + "."
 
 
-def criterion_row(criterion: CriterionResult) -> dict[str, str]:
+def criterion_row(criterion: CriterionResult) -> dict[str, Any]:
     return {
         "status": criterion.status,
         "title": criterion.title,
         "measured": format_value(criterion.measured, criterion.unit),
         "limit": format_value(criterion.limit, criterion.unit),
         "reason": criterion.reason,
+        "tolerated": criterion.tolerated,
     }
 
 
@@ -140,7 +141,7 @@ def growth_rows(labelled: list[tuple[str, RunResult]]) -> list[dict[str, str]]:
         low, high = details.get("slope_low"), details.get("slope_high")
         interval = "–"
         if low is not None and high is not None:
-            interval = f"{format_value(low, 'bytes/request')} to {format_value(high, 'bytes/request')}"
+            interval = f"{low / MIB:+,.2f} to {high / MIB:+,.2f} MiB/request"
         p_value = details.get("trend_p_value")
         used = details.get("n_used")
         rows.append(

@@ -1,8 +1,9 @@
 """``junit.xml``: one test case per criterion, so CI shows each criterion as a test.
 
 Status mapping: FAIL becomes a failure, INCONCLUSIVE a failure of type
-INCONCLUSIVE (a gate must not pass on evidence that could not decide),
-NOT_APPLICABLE a skipped case. A run that could not be carried out has one
+INCONCLUSIVE (a gate must not pass on evidence that could not decide), and
+NOT_APPLICABLE a skipped case. An INCONCLUSIVE status that the criteria file
+tolerates is skipped too, so that JUnit agrees with the run's verdict. A run that could not be carried out has one
 case, ``run``, with an error.
 """
 
@@ -65,11 +66,11 @@ def criterion_case(criterion: CriterionResult, classname: str) -> ElementTree.El
     limit = format_value(criterion.limit, criterion.unit)
     text = f"{criterion.status}: measured {measured}, limit {limit}. {criterion.reason}"
 
-    if criterion.status in ("FAIL", "INCONCLUSIVE"):
+    if criterion.status == "NOT_APPLICABLE" or criterion.tolerated:
+        ElementTree.SubElement(case, "skipped", message=f"{criterion.status}: {criterion.reason}")
+    elif criterion.status in ("FAIL", "INCONCLUSIVE"):
         element = ElementTree.SubElement(case, "failure", message=criterion.reason, type=criterion.status)
         element.text = text
-    elif criterion.status == "NOT_APPLICABLE":
-        ElementTree.SubElement(case, "skipped", message=criterion.reason)
     else:
         output = ElementTree.SubElement(case, "system-out")
         output.text = text
