@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("soak: interrupted; every process soak started was stopped.", file=sys.stderr)
         return EXIT_ERROR
+    except Exception:
+        # A bug, not a verdict: exit 2 so that CI does not read it as a failed criterion.
+        logger.exception("soak failed with an unexpected error")
+        return EXIT_ERROR
 
 
 def settings_from(args: argparse.Namespace, locust_args: list[str]) -> RunSettings:

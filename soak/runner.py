@@ -166,6 +166,9 @@ class Runner:
             except SoakError as exc:
                 error = str(exc)
                 logger.error("Run failed: %s", error)
+            except OSError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                logger.exception("Run failed on a file or process operation")
             except KeyboardInterrupt:
                 interrupted = True
                 error = "the run was interrupted (SIGINT or SIGTERM) before it finished"
@@ -415,7 +418,15 @@ def run_comparison(
     """
     folder = RunFolder.at(out) if out else RunFolder.create(runs_dir, settings.profile, "compare")
     logger.info("Comparison folder: %s", folder.path)
-    folder.write_json(MANIFEST, {"kind": "comparison", "profile": settings.profile, "runs": {"leaky": "leaky", "fixed": "fixed"}})
+    folder.write_json(
+        MANIFEST,
+        {
+            "kind": "comparison",
+            "profile": settings.profile,
+            "settings": settings.to_manifest(),
+            "runs": {"leaky": "leaky", "fixed": "fixed"},
+        },
+    )
 
     leaky = Runner(replace(settings, leaks="all"), RunFolder.at(folder.path / "leaky")).run()
     fixed = Runner(replace(settings, leaks="none"), RunFolder.at(folder.path / "fixed")).run()
