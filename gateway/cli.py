@@ -95,13 +95,9 @@ def serve(args: argparse.Namespace) -> int:
     for warning in settings.validate():
         logger.warning("%s", warning)
 
-    import uvicorn
+    from gateway.server import run_server
 
-    from gateway.app import create_app
-
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=settings.log_level, timeout_graceful_shutdown=30)
-    return 0
+    return run_server(settings)
 
 
 def status(args: argparse.Namespace) -> int:

@@ -40,6 +40,8 @@ class ModelCacheProtocol(Protocol):
 
     def identities(self) -> list[str]: ...
 
+    def evict_idle(self) -> int: ...
+
     def close(self) -> int: ...
 
 
@@ -191,6 +193,17 @@ class ModelCache:
     def contains(self, identity: ModelIdentity) -> bool:
         with self._lock:
             return identity in self._entries
+
+    def evict_idle(self) -> int:
+        """Evict and unload every model no request holds; return how many."""
+        with self._lock:
+            idle = [(identity, entry) for identity, entry in self._entries.items() if entry.leases == 0]
+            for identity, entry in idle:
+                del self._entries[identity]
+                entry.evicted = True
+                self._evictions_total += 1
+        self._unload_all(idle)
+        return len(idle)
 
     def close(self) -> int:
         """Unload every idle model; leased ones unload when their lease ends. Return how many unloaded now."""

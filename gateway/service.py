@@ -20,6 +20,7 @@ import psutil
 from gateway import __version__, asr, failpoints, native
 from gateway.asr import ModelIdentity, RequestOptions, Transcript
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.memory_guard import MemoryGuard
 from gateway.model_cache import ModelCache, ModelCacheProtocol
 from gateway.presets import RANDOM_WEIGHTS_NOTE, available_models
 from gateway.sessions import SessionStore, SessionStoreProtocol
@@ -40,10 +41,12 @@ class Components:
     sessions: SessionStoreProtocol
 
 
-def build_components(settings: Settings) -> Components:
+def build_components(settings: Settings, guard: MemoryGuard | None = None) -> Components:
     """Pick the fixed or the leaky implementation of each part, as ``settings.leaks`` selects."""
 
     def loader(identity: ModelIdentity) -> asr.LoadedModel:
+        if guard is not None:
+            guard.check_before_load(identity.name, cache.evict_idle)
         return asr.load_model(identity, settings.torch_threads)
 
     if "model-cache" in settings.leaks:
@@ -86,9 +89,10 @@ class Gateway:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.components = build_components(settings)
-        self.started_s = time.monotonic()
         self.process = psutil.Process()
+        self.guard = MemoryGuard.from_setting(settings.memory_limit_bytes, lambda: process_tree_rss_bytes(self.process))
+        self.components = build_components(settings, self.guard)
+        self.started_s = time.monotonic()
         self.default_identity: ModelIdentity | None = None
         self.default_model_error: str | None = None
         self.ready = False
@@ -129,10 +133,29 @@ class Gateway:
         self.ready = True
         logger.info("Default model %s ready", self.default_identity.describe())
 
-    async def stop(self) -> None:
+    def begin_drain(self) -> None:
+        """Turn readiness off, admit no new work and reject queued tasks with 503. Idempotent."""
+        if self.draining:
+            return
         self.draining = True
         self.ready = False
-        logger.info("Shutting down: draining workers for up to %.0f s", SHUTDOWN_DRAIN_S)
+        cancelled = self.components.pool.begin_shutdown()
+        logger.info("Draining: readiness is 503, new work is rejected, %d queued tasks rejected", cancelled)
+
+    async def wait_for_running_tasks(self, timeout_s: float) -> bool:
+        """Wait until no task runs or ``timeout_s`` passes; return whether the pool went idle."""
+        deadline = time.monotonic() + timeout_s
+        while self.components.pool.stats()["workers_active"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        active = self.components.pool.stats()["workers_active"]
+        if active:
+            logger.warning("Drain timeout of %.0f s passed with %d tasks still running", timeout_s, active)
+        else:
+            logger.info("Running tasks finished")
+        return active == 0
+
+    async def stop(self) -> None:
+        self.begin_drain()
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,6 +215,9 @@ class Gateway:
             reasons.append(f"default model failed to load: {self.default_model_error}")
         if self.draining:
             reasons.append("draining for shutdown")
+        memory_reason = self.guard.reason()
+        if memory_reason:
+            reasons.append(memory_reason)
         return {
             "schema_version": 1,
             "status": "DEGRADED" if reasons else "OK",
@@ -207,6 +233,9 @@ class Gateway:
             "cached_identities": self.components.cache.identities(),
             **sessions,
             "default_model_ready": self.ready,
+            "memory_limit_bytes": self.guard.limit_bytes,
+            "memory_limit_source": self.guard.source,
+            "model_loads_refused_total": self.guard.refused_loads_total,
         }
 
 

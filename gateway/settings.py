@@ -93,6 +93,8 @@ class Settings:
     stream_max_message_bytes: int = 1024 * 1024
     stream_partial_interval_s: float = 2.0
     auth_token: str | None = None
+    memory_limit_bytes: int | None = None  # None: the cgroup limit when one is set
+    drain_timeout_s: float = 30.0
     leaks: tuple[str, ...] = ()
     debug_endpoints: bool = False
     debug_token: str | None = None
@@ -123,6 +125,9 @@ class Settings:
         for name, token in (("auth token", self.auth_token), ("debug token", self.debug_token)):
             if token is not None and len(token) < 16:
                 raise SettingsError(f"{name} must have at least 16 characters, got {len(token)}; use a random secret")
+        if self.memory_limit_bytes is not None:
+            _require(self.memory_limit_bytes >= 1, "memory limit", self.memory_limit_bytes, "at least 1 byte")
+        _require(self.drain_timeout_s >= 0, "drain timeout", self.drain_timeout_s, "at least 0 seconds")
         _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
         _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device, "cpu, cuda or cuda:N")
         _require(
@@ -192,6 +197,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("stream_partial_interval_s", float, "seconds of streamed audio between partial results (default 2)"),
     _Option("auth_token", str, "bearer token required on every endpoint but /healthz and /readyz (default: none); prefer GATEWAY_AUTH_TOKEN", "TOKEN"),
     _Option("debug_token", str, "token in X-Debug-Token that lets non-loopback clients use the debug endpoints (default: none)", "TOKEN"),
+    _Option("memory_limit_bytes", int, "RSS in bytes above which model loads get 503 and idle models are evicted (default: the cgroup limit, if any)"),
+    _Option("drain_timeout_s", float, "seconds SIGTERM waits for running tasks before the server stops (default 30)"),
     _Option("leaks", parse_leaks, "turn old leaks back on: none, all, or a comma list of " + ",".join(LEAK_NAMES)),
     _Option("debug_endpoints", _parse_bool, "serve /v1/debug/* to loopback clients (default off)"),
     _Option("log_level", str.lower, "debug, info, warning or error (default info)"),

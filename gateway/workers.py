@@ -38,6 +38,8 @@ class WorkerPoolProtocol(Protocol):
 
     def stats(self) -> dict[str, int]: ...
 
+    def begin_shutdown(self) -> int: ...
+
     async def shutdown(self, drain_timeout_s: float) -> int: ...
 
 
@@ -51,6 +53,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._queued = 0
         self._running: dict[int, float] = {}  # task id -> monotonic start time
+        self._waiting: dict[int, Future] = {}  # task id -> future, only until the task starts
         self._task_ids = itertools.count(1)
         self._completed = 0
         self._failed = 0
@@ -63,9 +66,20 @@ class WorkerPool:
         """Run ``task`` on a worker; raise OverloadedError, TaskTimeoutError or the task's error."""
         task_id = self._admit()
         future = self._executor.submit(self._call, task_id, task)
-        future.add_done_callback(self._on_done)
+        with self._lock:
+            # Only a task that has not started yet can be cancelled at shutdown.
+            if task_id not in self._running and not future.done():
+                self._waiting[task_id] = future
+        future.add_done_callback(lambda done: self._on_done(task_id, done))
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout=self._task_timeout_s)
+        except asyncio.CancelledError:
+            if self._closing and future.cancelled():
+                raise ShuttingDownError(
+                    "the gateway is shutting down and rejected this queued request before it started; "
+                    "retry on another instance"
+                ) from None
+            raise
         except asyncio.TimeoutError:
             with self._lock:
                 self._timed_out += 1
@@ -106,6 +120,7 @@ class WorkerPool:
     def _call(self, task_id: int, task: Callable[[], T]) -> T:
         with self._lock:
             self._queued -= 1
+            self._waiting.pop(task_id, None)
             self._running[task_id] = time.monotonic()
         try:
             result = task()
@@ -121,10 +136,11 @@ class WorkerPool:
             with self._lock:
                 del self._running[task_id]
 
-    def _on_done(self, future: Future) -> None:
+    def _on_done(self, task_id: int, future: Future) -> None:
         # A task cancelled before it started never ran _call, so it still counts as queued.
-        if future.cancelled():
-            with self._lock:
+        with self._lock:
+            self._waiting.pop(task_id, None)
+            if future.cancelled():
                 self._queued -= 1
 
     def stats(self) -> dict[str, int]:
@@ -143,6 +159,16 @@ class WorkerPool:
                 "requests_timed_out_total": self._timed_out,
                 "retained_futures": 0,
             }
+
+    def begin_shutdown(self) -> int:
+        """Stop admitting and cancel every task that has not started; return how many were cancelled."""
+        with self._lock:
+            self._closing = True
+            waiting = list(self._waiting.values())
+        cancelled = sum(1 for future in waiting if future.cancel())
+        if cancelled:
+            logger.info("Worker pool closed to new work; %d queued tasks cancelled", cancelled)
+        return cancelled
 
     async def shutdown(self, drain_timeout_s: float) -> int:
         """Stop admitting, wait up to ``drain_timeout_s`` for running tasks, cancel queued ones.

@@ -47,6 +47,10 @@ class LeakyModelCache:
     def identities(self) -> list[str]:
         return [identity.name for identity, _ in _MODELS]
 
+    def evict_idle(self) -> int:
+        # The leaky cache never evicts.
+        return 0
+
     def close(self) -> int:
         count = len(_MODELS)
         _MODELS.clear()

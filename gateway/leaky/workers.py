@@ -86,6 +86,9 @@ class LeakyWorkerPool:
                 "retained_futures": len(_FUTURES),
             }
 
+    def begin_shutdown(self) -> int:
+        return 0
+
     async def shutdown(self, drain_timeout_s: float) -> int:
         self._executor.shutdown(wait=False, cancel_futures=True)
         return 0

@@ -94,11 +94,14 @@ def test_stream_sends_partials_and_final(start_gateway):
 
 async def close_code_after(url: str, *frames) -> int:
     async with websockets.connect(url, max_size=None) as socket:
-        for frame in frames:
-            await socket.send(frame)
-        with pytest.raises(websockets.ConnectionClosed):
+        # The server may close before every frame is sent (a bad query closes at once).
+        try:
+            for frame in frames:
+                await socket.send(frame)
             while True:
                 await socket.recv()
+        except websockets.ConnectionClosed:
+            pass
         return socket.close_code
 
 

@@ -145,7 +145,30 @@ def test_shutdown_cancels_queued_tasks():
         release.set()
         assert await running == 1
         for future in queued:
-            with pytest.raises(asyncio.CancelledError):
+            with pytest.raises(ShuttingDownError, match="rejected this queued request"):
                 await future
+
+    asyncio.run(scenario())
+
+
+def test_begin_shutdown_rejects_queued_keeps_running():
+    async def scenario():
+        pool = WorkerPool(workers=1, max_queue=2, task_timeout_s=WAIT_S)
+        release = threading.Event()
+        started = threading.Event()
+        running = asyncio.ensure_future(pool.run(held_task(started, release)))
+        queued = asyncio.ensure_future(pool.run(lambda: 2))
+        await wait_for_stat(pool, "queue_depth", 1)
+
+        assert pool.begin_shutdown() == 1
+
+        with pytest.raises(ShuttingDownError):
+            await queued
+        with pytest.raises(ShuttingDownError):
+            await pool.run(lambda: 3)
+        assert pool.stats()["workers_active"] == 1
+        release.set()
+        assert await running == 1
+        assert await pool.shutdown(1.0) == 0
 
     asyncio.run(scenario())

@@ -1,0 +1,86 @@
+"""Running the app under uvicorn with a draining shutdown.
+
+On the first SIGTERM or Ctrl+C the gateway drains before uvicorn stops
+listening: readiness turns 503 (so a load balancer stops sending traffic),
+new and queued work gets 503, and running tasks get up to
+``--drain-timeout-s`` to finish. Then uvicorn closes the listener, waits for
+open connections, and the lifespan stops the sweeper and unloads the models.
+A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CONNECTION_CLOSE_TIMEOUT_S = 10
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway):
+        super().__init__(config)
+        self.gateway = gateway
+        self._drain_task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        name = signal.Signals(sig).name if isinstance(sig, int) else str(sig)
+        if self._drain_task is not None or self._loop is None:
+            logger.warning("Received %s again; stopping now", name)
+            super().handle_exit(sig, frame)
+            return
+        logger.info("Received %s; draining before shutdown", name)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
+        self.gateway.begin_drain()
+        await self.gateway.wait_for_running_tasks(self.gateway.settings.drain_timeout_s)
+        logger.info("Stopping the HTTP server")
+        self.should_exit = True
+
+
+def run_server(settings: Settings) -> int:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=CONNECTION_CLOSE_TIMEOUT_S,
+        ws_max_size=max(settings.stream_max_message_bytes * 2, 1 << 20),
+    )
+    server = DrainingServer(config, app.state.gateway)
+    exit_status = 0
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn raises a second Ctrl+C again once it has stopped.
+        exit_status = 130
+
+    # A Python thread cannot be killed, and the interpreter would wait for
+    # every worker thread at exit. Tasks still running now outlived the drain
+    # timeout or a second signal, so the process exits without them.
+    still_running = app.state.gateway.components.pool.stats()["workers_active"]
+    if still_running:
+        logger.warning("Exiting with %d inference tasks still running; their clients get no answer", still_running)
+        logging.shutdown()
+        os._exit(exit_status or 1)
+    return exit_status if server.started else 1
