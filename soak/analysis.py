@@ -39,7 +39,12 @@ class RunData:
     @classmethod
     def load(cls, folder: RunFolder) -> RunData:
         samples = sorted(folder.read_jsonl(SAMPLES), key=lambda row: row["time_s"])
-        requests = sorted(folder.read_jsonl(REQUESTS), key=lambda row: row["index"])
+        # Requests without an index were not sent by the profile's own task (for
+        # example a user class added through Locust's arguments), so they are left out.
+        requests = sorted(
+            (row for row in folder.read_jsonl(REQUESTS) if row.get("index") is not None),
+            key=lambda row: row["index"],
+        )
         return cls(folder=folder, manifest=folder.read_json(MANIFEST), samples=samples, requests=requests)
 
     @property

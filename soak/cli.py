@@ -19,7 +19,8 @@ from soak.evaluate import evaluate_run
 from soak.report import format_comparison, format_run, write_run_outputs
 from soak.results import EXIT_ERROR, RunResult
 from soak.rundir import MANIFEST, REPORT, RunFolder
-from soak.runner import DEFAULT_RUNS_DIR, RunSettings, run_comparison, run_once, write_comparison
+from soak.runner import DEFAULT_RUNS_DIR, run_comparison, run_once, write_comparison
+from soak.settings import RunSettings
 
 logger = logging.getLogger("soak")
 

@@ -12,7 +12,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from soak.runner import RunSettings, run_once
+from soak.runner import run_once
+from soak.settings import RunSettings
 
 PATH_FIELDS = {"models_dir", "criteria_path", "audio_path"}
 

@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from soak.rundir import RunFolder
-from soak.runner import RunSettings, run_comparison, run_once
+from soak.runner import run_comparison, run_once
+from soak.settings import RunSettings
 
 HERE = Path(__file__).parent
 FAKE_GATEWAY = HERE / "fake_gateway.py"
