@@ -110,7 +110,7 @@ def judge_growth(
     title = "RSS growth per request after the cache fills"
     min_rate = criteria.min_growth_per_request_bytes(model_bytes)
     # The first `cache_bound` requests may each load an instance into a cache
-    # that is not full yet; that growth is expected, not a leak.
+    # that is not full yet, which is expected growth, not a leak.
     after_fill = [point for point in points if point.index >= cache_bound]
     details: dict[str, Any] = {"first_request_index": cache_bound, "points": len(after_fill)}
 
@@ -129,7 +129,7 @@ def judge_growth(
     if verdict.slope is not None and verdict.intercept is not None:
         fit = (after_fill[verdict.warmup_cut].index, verdict.intercept, verdict.slope)
     # The criteria file decides whether an undecided leak verdict fails the
-    # run; the absolute RSS limit applies either way.
+    # run. The absolute RSS limit applies either way.
     tolerated = verdict.verdict == "INCONCLUSIVE" and not criteria.fail_on_inconclusive_leak_verdict
     criterion = CriterionResult(
         GROWTH, title, verdict.verdict, verdict.slope, min_rate, "bytes/request", reason, details, tolerated=tolerated
@@ -166,8 +166,8 @@ def judge_rss_after(
     """Compare the last RSS sample with ``base + (cache bound + 0.5) x model``.
 
     Base is the RSS after the first request minus the model instances the
-    cache held then: the process without models, after its warm-up (imports,
-    the VAD, the first inference's buffers).
+    cache held then. That is the process without models, after its warm-up
+    (imports, the VAD and what the first inference leaves allocated).
     """
     title = "RSS after the memory profile"
     rss_samples = data.rss_samples()
@@ -201,8 +201,11 @@ def judge_rss_after(
     if measured <= limit:
         reason = f"RSS at the end was {comparison} ({formula})."
         return CriterionResult(RSS_AFTER, title, "PASS", measured, limit, "bytes", reason, details)
-    excess_models = (measured - limit) / model_bytes
-    reason = f"RSS at the end was {comparison} ({formula}), {excess_models:.1f} model instances too many."
+    excess_bytes = measured - limit
+    reason = (
+        f"RSS at the end was {comparison} ({formula}): {excess_bytes / MIB:.0f} MiB over, "
+        f"the size of {excess_bytes / model_bytes:.1f} model instances."
+    )
     return CriterionResult(RSS_AFTER, title, "FAIL", measured, limit, "bytes", reason, details)
 
 

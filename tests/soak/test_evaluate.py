@@ -68,7 +68,7 @@ def test_rss_over_limit_fails(tmp_path):
     criterion = evaluate_run(folder).criterion("rss_after_profile")
 
     assert criterion.status == "FAIL"
-    assert "1.5 model instances too many" in criterion.reason
+    assert "12 MiB over, the size of 1.5 model instances" in criterion.reason
 
 
 def test_timeouts_fail_timeout_rate(tmp_path):
