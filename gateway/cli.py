@@ -95,6 +95,11 @@ def serve(args: argparse.Namespace) -> int:
     for warning in settings.validate():
         logger.warning("%s", warning)
 
+    if settings.processes > 1:
+        from gateway.processes import run_processes
+
+        return run_processes(settings)
+
     from gateway.server import run_server
 
     return run_server(settings)

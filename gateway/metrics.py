@@ -1,11 +1,15 @@
 """Prometheus metrics: the status figures as gauges and counters, plus request latency.
 
 Each :class:`Gateway` has its own registry, so tests can run several apps in
-one process. Figures are read from ``Gateway.status()`` at scrape time.
+one process. Figures are read from ``Gateway.status()`` at scrape time, so
+with several processes they describe the process that served the scrape. The
+latency histogram uses prometheus-client's multiprocess mode when
+``PROMETHEUS_MULTIPROC_DIR`` is set, and then sums every process.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -69,13 +73,19 @@ class Metrics:
     def __init__(self, gateway: "Gateway"):
         self.registry = CollectorRegistry()
         self.registry.register(_StatusCollector(gateway))
+        multiprocess_mode = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.latency = Histogram(
             PREFIX + "request_duration_seconds",
             "HTTP request latency by route and status code.",
             labelnames=("method", "route", "status"),
             buckets=LATENCY_BUCKETS_S,
-            registry=self.registry,
+            # In multiprocess mode values go to files that the collector below sums.
+            registry=None if multiprocess_mode else self.registry,
         )
+        if multiprocess_mode:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.latency.labels(method, route, str(status)).observe(seconds)

@@ -56,7 +56,8 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings, sockets: list | None = None) -> int:
+    """Serve until stopped; with ``sockets``, serve those instead of binding host and port."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -70,7 +71,7 @@ def run_server(settings: Settings) -> int:
     server = DrainingServer(config, app.state.gateway)
     exit_status = 0
     try:
-        server.run()
+        server.run(sockets=sockets)
     except KeyboardInterrupt:
         # uvicorn raises a second Ctrl+C again once it has stopped.
         exit_status = 130

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from gateway import __version__, asr, failpoints, native
+from gateway import __version__, asr, devices, failpoints, native
 from gateway.asr import ModelIdentity, RequestOptions, Transcript
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.memory_guard import MemoryGuard
@@ -119,6 +119,7 @@ class Gateway:
 
     async def _load_default_model(self) -> None:
         try:
+            devices.check_available(self.settings.device)
             self.default_identity = asr.resolve_identity(self.settings.model, self.settings.models_dir, self.settings.device)
 
             def warm() -> None:
@@ -233,6 +234,7 @@ class Gateway:
             "cached_identities": self.components.cache.identities(),
             **sessions,
             "default_model_ready": self.ready,
+            **devices.gpu_memory_figures(self.settings.device),
             "memory_limit_bytes": self.guard.limit_bytes,
             "memory_limit_source": self.guard.source,
             "model_loads_refused_total": self.guard.refused_loads_total,

@@ -95,6 +95,7 @@ class Settings:
     auth_token: str | None = None
     memory_limit_bytes: int | None = None  # None: the cgroup limit when one is set
     drain_timeout_s: float = 30.0
+    processes: int = 1
     leaks: tuple[str, ...] = ()
     debug_endpoints: bool = False
     debug_token: str | None = None
@@ -127,9 +128,10 @@ class Settings:
                 raise SettingsError(f"{name} must have at least 16 characters, got {len(token)}; use a random secret")
         if self.memory_limit_bytes is not None:
             _require(self.memory_limit_bytes >= 1, "memory limit", self.memory_limit_bytes, "at least 1 byte")
+        _require(1 <= self.processes <= 64, "processes", self.processes, "an integer from 1 to 64")
         _require(self.drain_timeout_s >= 0, "drain timeout", self.drain_timeout_s, "at least 0 seconds")
         _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
-        _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device, "cpu, cuda or cuda:N")
+        _require(_is_device_name(self.device), "device", self.device, "cpu, cuda or cuda:N")
         _require(
             self.log_level in ("debug", "info", "warning", "error"),
             "log level", self.log_level, "debug, info, warning or error",
@@ -159,6 +161,13 @@ class Settings:
         if not self.media_roots:
             warnings.append("no media root set: every audio_url is rejected until --media-root is given")
         return warnings
+
+
+def _is_device_name(device: str) -> bool:
+    if device in ("cpu", "cuda"):
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
 
 
 def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
@@ -199,6 +208,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("debug_token", str, "token in X-Debug-Token that lets non-loopback clients use the debug endpoints (default: none)", "TOKEN"),
     _Option("memory_limit_bytes", int, "RSS in bytes above which model loads get 503 and idle models are evicted (default: the cgroup limit, if any)"),
     _Option("drain_timeout_s", float, "seconds SIGTERM waits for running tasks before the server stops (default 30)"),
+    _Option("processes", int, "gateway processes sharing the port, each with its own cache, pool and sessions (default 1)"),
     _Option("leaks", parse_leaks, "turn old leaks back on: none, all, or a comma list of " + ",".join(LEAK_NAMES)),
     _Option("debug_endpoints", _parse_bool, "serve /v1/debug/* to loopback clients (default off)"),
     _Option("log_level", str.lower, "debug, info, warning or error (default info)"),

@@ -30,6 +30,19 @@ CLOSE_TRY_AGAIN = 1013
 PCM16_BYTES = 2
 
 
+def require_single_process(gateway: Gateway = Depends(gateway_of)) -> Gateway:
+    """Reject the HTTP session endpoints when several processes share the port."""
+    if gateway.settings.processes > 1:
+        raise GatewayError(
+            f"HTTP session endpoints are unavailable with {gateway.settings.processes} gateway processes, because "
+            "consecutive requests may reach different processes; stream over the WebSocket "
+            "/v1/sessions/{id}/stream instead, which stays on one process",
+            code="use_websocket_stream",
+            http_status=409,
+        )
+    return gateway
+
+
 class SessionOpenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,7 +52,7 @@ class SessionOpenRequest(BaseModel):
 
 
 @router.post("/v1/sessions", status_code=201)
-async def open_session(body: SessionOpenRequest | None = None, gateway: Gateway = Depends(gateway_of)) -> dict:
+async def open_session(body: SessionOpenRequest | None = None, gateway: Gateway = Depends(require_single_process)) -> dict:
     body = body or SessionOpenRequest()
     if body.model is not None:
         gateway.identity_for(body.model)
@@ -48,7 +61,7 @@ async def open_session(body: SessionOpenRequest | None = None, gateway: Gateway 
 
 
 @router.post("/v1/sessions/{session_id}/chunks")
-async def append_chunk(session_id: str, request: Request, gateway: Gateway = Depends(gateway_of)) -> dict:
+async def append_chunk(session_id: str, request: Request, gateway: Gateway = Depends(require_single_process)) -> dict:
     limit = gateway.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -75,7 +88,7 @@ def pcm_loader(pcm: bytes, sample_rate: int, session_id: str):
 
 
 @router.post("/v1/sessions/{session_id}/close")
-async def close_session(session_id: str, gateway: Gateway = Depends(gateway_of)) -> dict:
+async def close_session(session_id: str, gateway: Gateway = Depends(require_single_process)) -> dict:
     closed = gateway.components.sessions.close(session_id)
     identity = gateway.identity_for(closed.model)
     load_audio = pcm_loader(closed.audio, closed.sample_rate, closed.session_id)
@@ -84,7 +97,7 @@ async def close_session(session_id: str, gateway: Gateway = Depends(gateway_of))
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: str, gateway: Gateway = Depends(gateway_of)) -> Response:
+async def delete_session(session_id: str, gateway: Gateway = Depends(require_single_process)) -> Response:
     gateway.components.sessions.delete(session_id)
     return Response(status_code=204)
 
