@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import logging
 import sys
 import tracemalloc
 import types
@@ -18,6 +19,8 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 MAX_DEPTH = 6
 MAX_VISITED_PER_ROOT = 200_000
@@ -112,6 +115,27 @@ def retention_paths(extra_roots: dict[str, Any] | None = None) -> list[dict[str,
         rows.append({"root": name, "holds": held, "bytes": held.get("ndarray_bytes", 0) + held.get("buffer_bytes", 0)})
     rows.sort(key=lambda row: (-row["bytes"], -sum(row["holds"].values()), row["root"]))
     return rows
+
+
+def start_tracing(frames: int) -> bool:
+    """Start tracemalloc with ``frames`` frames per trace; return False when it already runs."""
+    if tracemalloc.is_tracing():
+        return False
+    tracemalloc.start(frames)
+    logger.info("tracemalloc started with %d frame(s)", frames)
+    return True
+
+
+def traced_bytes() -> int | None:
+    """Return the traced Python heap in bytes, or None when tracing is off."""
+    if not tracemalloc.is_tracing():
+        return None
+    return tracemalloc.get_traced_memory()[0]
+
+
+def dump_snapshot(path: str) -> None:
+    """Write a tracemalloc snapshot to ``path`` (``tracemalloc.Snapshot.load`` reads it back)."""
+    tracemalloc.take_snapshot().dump(path)
 
 
 def tracemalloc_figures() -> dict[str, Any]:

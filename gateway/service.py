@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from gateway import __version__, asr, devices, failpoints, native
+from gateway import __version__, asr, devices, diagnosis, failpoints, native
 from gateway.asr import ModelIdentity, RequestOptions, Transcript
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.memory_guard import MemoryGuard
@@ -107,6 +107,8 @@ class Gateway:
 
     async def start(self) -> None:
         native.bound_onednn_primitive_cache(self.settings.onednn_cache_capacity)
+        if self.settings.tracemalloc_frames and self.settings.tracemalloc_start == "boot":
+            diagnosis.start_tracing(self.settings.tracemalloc_frames)
         if failpoints.folder() is not None:
             logger.warning("Test failpoints enabled in %s; never set %s in production", failpoints.folder(), failpoints.ENV_VAR)
         self.components.sessions.start()
@@ -133,6 +135,8 @@ class Gateway:
             return
         self.ready = True
         logger.info("Default model %s ready", self.default_identity.describe())
+        if self.settings.tracemalloc_frames and self.settings.tracemalloc_start == "warmup":
+            diagnosis.start_tracing(self.settings.tracemalloc_frames)
 
     def begin_drain(self) -> None:
         """Turn readiness off, admit no new work and reject queued tasks with 503. Idempotent."""
@@ -235,6 +239,7 @@ class Gateway:
             **sessions,
             "default_model_ready": self.ready,
             **devices.gpu_memory_figures(self.settings.device),
+            "tracemalloc_traced_bytes": diagnosis.traced_bytes(),
             "memory_limit_bytes": self.guard.limit_bytes,
             "memory_limit_source": self.guard.source,
             "model_loads_refused_total": self.guard.refused_loads_total,

@@ -96,6 +96,8 @@ class Settings:
     memory_limit_bytes: int | None = None  # None: the cgroup limit when one is set
     drain_timeout_s: float = 30.0
     processes: int = 1
+    tracemalloc_frames: int = 0  # 0: tracing off
+    tracemalloc_start: str = "boot"  # boot, or warmup: once the default model is loaded
     leaks: tuple[str, ...] = ()
     debug_endpoints: bool = False
     debug_token: str | None = None
@@ -128,6 +130,8 @@ class Settings:
                 raise SettingsError(f"{name} must have at least 16 characters, got {len(token)}; use a random secret")
         if self.memory_limit_bytes is not None:
             _require(self.memory_limit_bytes >= 1, "memory limit", self.memory_limit_bytes, "at least 1 byte")
+        _require(0 <= self.tracemalloc_frames <= 100, "tracemalloc frames", self.tracemalloc_frames, "0 (off) to 100")
+        _require(self.tracemalloc_start in ("boot", "warmup"), "tracemalloc start", self.tracemalloc_start, "boot or warmup")
         _require(1 <= self.processes <= 64, "processes", self.processes, "an integer from 1 to 64")
         _require(self.drain_timeout_s >= 0, "drain timeout", self.drain_timeout_s, "at least 0 seconds")
         _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
@@ -155,6 +159,11 @@ class Settings:
         if self.session_ttl_s < 60:
             warnings.append(
                 f"session TTL is {self.session_ttl_s:g} s (under 60 s): slow streaming clients may lose their sessions"
+            )
+        if self.tracemalloc_frames:
+            warnings.append(
+                f"tracemalloc on with {self.tracemalloc_frames} frame(s): inference runs several times slower, "
+                "so timing figures of this run are not representative"
             )
         if self.leaks:
             warnings.append(f"leak switches on: {', '.join(self.leaks)}; this gateway reproduces the incident")
@@ -209,6 +218,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("memory_limit_bytes", int, "RSS in bytes above which model loads get 503 and idle models are evicted (default: the cgroup limit, if any)"),
     _Option("drain_timeout_s", float, "seconds SIGTERM waits for running tasks before the server stops (default 30)"),
     _Option("processes", int, "gateway processes sharing the port, each with its own cache, pool and sessions (default 1)"),
+    _Option("tracemalloc_frames", int, "trace Python allocations with this many frames; 0 is off (default 0; tracing slows inference several times)"),
+    _Option("tracemalloc_start", str.lower, "when tracing starts: boot, or warmup once the default model is loaded (default boot)"),
     _Option("leaks", parse_leaks, "turn old leaks back on: none, all, or a comma list of " + ",".join(LEAK_NAMES)),
     _Option("debug_endpoints", _parse_bool, "serve /v1/debug/* to loopback clients (default off)"),
     _Option("log_level", str.lower, "debug, info, warning or error (default info)"),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
+import os
+import tempfile
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway import diagnosis, metrics
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.routes import gateway_of
 from gateway.service import Gateway
 
@@ -70,6 +73,30 @@ def require_debug_access(request: Request, gateway: Gateway = Depends(gateway_of
 @router.get("/v1/debug/sessions")
 async def debug_sessions(gateway: Gateway = Depends(require_debug_access)) -> dict:
     return {"sessions": gateway.components.sessions.describe()}
+
+
+@router.post("/v1/debug/tracemalloc/start")
+async def debug_tracemalloc_start(frames: int = 1, gateway: Gateway = Depends(require_debug_access)) -> dict:
+    if not 1 <= frames <= 100:
+        raise InvalidRequestError(f"frames must be from 1 to 100, got {frames}", code="invalid_frames")
+    started = diagnosis.start_tracing(frames)
+    return {"tracing": True, "started_now": started}
+
+
+@router.get("/v1/debug/tracemalloc/snapshot")
+async def debug_tracemalloc_snapshot(gateway: Gateway = Depends(require_debug_access)) -> Response:
+    """Return a tracemalloc snapshot as ``Snapshot.dump`` writes it (pickle; load with ``Snapshot.load``)."""
+    if diagnosis.traced_bytes() is None:
+        raise GatewayError(
+            "tracemalloc is not tracing; start the gateway with --tracemalloc-frames N or POST /v1/debug/tracemalloc/start",
+            code="not_tracing", http_status=409,
+        )
+    with tempfile.TemporaryDirectory(prefix="gateway-snapshot-") as folder:
+        path = os.path.join(folder, "snapshot.tracemalloc")
+        await asyncio.to_thread(diagnosis.dump_snapshot, path)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    return Response(data, media_type="application/octet-stream")
 
 
 @router.get("/v1/debug/memory")

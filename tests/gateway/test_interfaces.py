@@ -206,3 +206,24 @@ def test_bearer_auth(start_gateway):
     assert health.status_code == 200
     with pytest.raises(websockets.InvalidStatus):
         asyncio.run(close_code_after(ws_url(server, "auth"), b"\x00\x00"))
+
+
+def test_tracemalloc_snapshot_round_trip(start_gateway, tmp_path):
+    import tracemalloc
+
+    server = start_gateway("--debug-endpoints")
+    assert server.status()["tracemalloc_traced_bytes"] is None
+    refused = httpx.get(server.url + "/v1/debug/tracemalloc/snapshot", timeout=30)
+
+    started = httpx.post(server.url + "/v1/debug/tracemalloc/start", params={"frames": 2}, timeout=30)
+    assert server.transcribe(audio_url="speech.wav").status_code == 200
+    snapshot_bytes = httpx.get(server.url + "/v1/debug/tracemalloc/snapshot", timeout=60).content
+    (tmp_path / "snap").write_bytes(snapshot_bytes)
+    snapshot = tracemalloc.Snapshot.load(str(tmp_path / "snap"))
+
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_tracing"
+    assert started.json()["started_now"] is True
+    assert server.status()["tracemalloc_traced_bytes"] > 0
+    assert snapshot.traceback_limit == 2
+    assert len(snapshot.traces) > 0
