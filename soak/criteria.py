@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from soak.errors import SoakError
-from soak.verdict import DEFAULT_MAX_POINTS
+from soak.trend import DEFAULT_MAX_POINTS
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from soak.verdict import (
-    auto_warmup_cut,
-    hamed_rao_factor,
-    leak_verdict,
-    mann_kendall,
-    per_hour,
-    projected_time_to_limit_s,
-    rank_autocorrelations,
-    sen_interval,
-)
+from soak.trend import hamed_rao_factor, mann_kendall, rank_autocorrelations, sen_interval
+from soak.verdict import auto_warmup_cut, leak_verdict, per_hour, projected_time_to_limit_s
 
 MIB = 1024 * 1024
 BASE_BYTES = 500 * MIB
