@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from soak.diagnosis import DIAGNOSIS
 from soak.errors import SoakError
 from soak.evaluate import evaluate_run
 from soak.manifest import build_manifest, hash_model_files, sha256_file
@@ -45,6 +46,10 @@ READY_POLL_S = 0.25
 HTTP_TIMEOUT_S = 2.0
 # Locust gets this long past its own --run-time to write its CSV and HTML files.
 LOCUST_EXIT_GRACE_S = 30.0
+# GET /v1/debug/memory walks every object reachable from the gateway's
+# module-level containers; with tracemalloc on it also takes a snapshot,
+# which took 9 s for a 230 MB traced heap on a 2-core machine.
+DIAGNOSIS_TIMEOUT_S = 60.0
 CPU_WARNING_TEXT = "CPU usage above"
 
 
@@ -158,6 +163,8 @@ class Runner:
             "--cache-max-models", str(settings.cache_max_models),
             "--leaks", settings.leaks,
             "--log-level", "info",
+            # For GET /v1/debug/memory at the end of the load (loopback clients only).
+            "--debug-endpoints",
             *settings.gateway_args,
         ]
         env = dict(os.environ)
@@ -297,6 +304,11 @@ class Runner:
                 log = self.locust.log_tail(chars=1_000_000)
                 self.manifest.setdefault("locust", {})["cpu_warning"] = CPU_WARNING_TEXT in log
 
+            # After the sampler's final sample, so that the walk's own
+            # allocations stay out of the RSS that the criteria judge.
+            if self.gateway is not None and self.gateway.poll() is None and self.times.load_started_s is not None:
+                self._fetch_diagnosis()
+
             if self.gateway is not None:
                 exited_before_stop = self.gateway.poll() is not None
                 outcome = self.gateway.stop(timeout_s=self.settings.stop_timeout_s)
@@ -305,6 +317,22 @@ class Runner:
                     "stopped_by": outcome,
                     "exited_before_stop": exited_before_stop,
                 }
+
+    def _fetch_diagnosis(self) -> None:
+        """Save GET /v1/debug/memory as diagnosis.json; a failure is recorded, never raised."""
+        url = f"{self.url}/v1/debug/memory"
+        try:
+            response = httpx.get(url, timeout=DIAGNOSIS_TIMEOUT_S, trust_env=False)
+            response.raise_for_status()
+            payload = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("GET %s failed, so the report will have no retention paths: %s", url, exc)
+            self.manifest["diagnosis"] = {"file": None, "error": f"GET /v1/debug/memory failed: {exc}"}
+            return
+
+        self.folder.write_json(DIAGNOSIS, payload)
+        self.manifest["diagnosis"] = {"file": DIAGNOSIS, "error": None}
+        logger.info("Saved the gateway's memory diagnosis to %s.", self.folder.file(DIAGNOSIS))
 
     def _write_manifest(self, error: str | None) -> None:
         if not self.manifest:

@@ -105,6 +105,17 @@ def serve(args: argparse.Namespace) -> int:
         def do_GET(self) -> None:
             if self.path == "/readyz":
                 self.send_json(200 if ready else 503, {"ready": ready})
+            elif self.path == "/v1/debug/memory" and args.debug_endpoints:
+                # The shape of the real gateway's report; the cache's dict stands for the leaking container.
+                self.send_json(200, {
+                    "schema_version": 1,
+                    "census": {"models_cached": len(cache.entries), "retained_futures": 0},
+                    "live_objects": {"LoadedModel": len(cache.entries)},
+                    "retention_paths": [
+                        {"root": "fake_gateway.ModelCache.entries", "holds": {"LoadedModel": len(cache.entries)}, "bytes": 0},
+                    ],
+                    "tracemalloc": {"tracing": False},
+                })
             elif self.path == "/v1/status":
                 self.send_json(200, {
                     "schema_version": 1, "status": "OK", "version": "fake", "pid": os.getpid(),
@@ -153,6 +164,7 @@ def main(argv: list[str]) -> int:
     for flag in ("--host", "--port", "--model", "--models-dir", "--media-root", "--leaks", "--log-level"):
         serve_parser.add_argument(flag)
     serve_parser.add_argument("--cache-max-models", type=int, default=3)
+    serve_parser.add_argument("--debug-endpoints", action="store_true")
     args = parser.parse_args(argv)
     args.port = int(args.port) if getattr(args, "port", None) else None
     return prepare(args) if args.command == "models" else serve(args)

@@ -147,6 +147,17 @@ def test_run_folder_complete(settings, pidfile, tmp_path):
     assert_no_orphans(recorded_pids(pidfile) + [manifest["locust"]["pid"]])
 
 
+def test_run_saves_memory_diagnosis(settings, pidfile, tmp_path):
+    folder, _ = run_once(settings, out=tmp_path / "run")
+
+    manifest = folder.read_json("manifest.json")
+    assert "--debug-endpoints" in manifest["target"]["command"]
+    assert manifest["diagnosis"] == {"file": "diagnosis.json", "error": None}
+    diagnosis = folder.read_json("diagnosis.json")
+    assert diagnosis["retention_paths"][0]["root"] == "fake_gateway.ModelCache.entries"
+    assert diagnosis["census"]["models_cached"] == 3
+
+
 def test_profile_sends_new_options_per_request(settings, pidfile, tmp_path):
     folder, _ = run_once(settings, out=tmp_path / "run")
 
