@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
+from gateway.body_limits import BodyLimits
 from gateway.errors import GatewayError, InvalidRequestError, OverloadedError
 from gateway.routes import ops, sessions, transcribe
 from gateway.service import Gateway
@@ -122,6 +123,14 @@ def create_app(settings: Settings) -> FastAPI:
             logger.error("%s %s failed: %s", request.method, request.url.path, error.message)
         return error_response(error)
 
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        logger.error("%s %s failed with an unexpected error", request.method, request.url.path, exc_info=error)
+        return error_response(GatewayError(
+            f"internal error while serving {request.url.path} ({type(error).__name__}); "
+            "the gateway logged the traceback, retry or report it",
+        ))
+
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(InvalidRequestError(describe_validation_error(error)))
@@ -130,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(transcribe.router)
     app.include_router(sessions.router)
 
+    app.add_middleware(BodyLimits, max_upload_bytes=settings.max_upload_bytes, upload_timeout_s=settings.upload_timeout_s)
     app.add_middleware(LatencyRecorder, gateway=gateway)
     if settings.auth_token:
         app.add_middleware(BearerAuth, token=settings.auth_token)

@@ -71,6 +71,14 @@ class TaskTimeoutError(GatewayError):
     http_status = 504
 
 
+class ClientDisconnectedError(GatewayError):
+    """The client went away before its answer was ready; nobody reads this response."""
+
+    code = "client_disconnected"
+    # 499 is nginx's "client closed request"; no standard code fits.
+    http_status = 499
+
+
 class ModelLoadError(GatewayError):
     code = "model_load_failed"
     http_status = 500

@@ -1,10 +1,13 @@
-"""Test-only failpoints: hold inference until a test releases it.
+"""Test-only failpoints: hold inference until a test releases it, or make it raise.
 
 Off unless the gateway process starts with ``GATEWAY_FAILPOINTS_DIR`` set to a
-folder; no request can turn them on. While the file ``hold`` exists in that
-folder, each inference task writes ``entered-<n>`` there and waits until
-``hold`` is removed (at most ``MAX_HOLD_S``). Tests use the files as events to
-order their steps without sleeps.
+folder; no request can turn them on, because only files in that folder do.
+While the file ``hold`` exists there, each inference task writes
+``entered-<n>`` and waits until ``hold`` is removed (at most ``MAX_HOLD_S``),
+which also stands in for inference that hangs past the task timeout. While
+the file ``raise`` exists, each inference task raises ``FailpointError``
+before it decodes anything. Tests use the files as events to order their
+steps without sleeps.
 """
 
 from __future__ import annotations
@@ -40,3 +43,16 @@ def hold_inference() -> None:
     deadline = time.monotonic() + MAX_HOLD_S
     while (base / "hold").exists() and time.monotonic() < deadline:
         time.sleep(POLL_S)
+
+
+class FailpointError(RuntimeError):
+    """The error the ``raise`` failpoint injects into an inference task."""
+
+
+def raise_in_inference() -> None:
+    """Raise FailpointError while the ``raise`` file exists."""
+    base = folder()
+    if base is None or not (base / "raise").exists():
+        return
+    logger.warning("Failpoint: raising in an inference task")
+    raise FailpointError("failpoint 'raise': injected inference error")

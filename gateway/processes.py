@@ -46,6 +46,7 @@ def settings_from_json(text: str) -> Settings:
     values["models_dir"] = Path(values["models_dir"])
     values["media_roots"] = tuple(Path(root) for root in values["media_roots"])
     values["leaks"] = tuple(values["leaks"])
+    values["url_allowlist"] = tuple(values["url_allowlist"])
     return Settings(**values)
 
 

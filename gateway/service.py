@@ -19,12 +19,14 @@ import psutil
 
 from gateway import __version__, asr, devices, diagnosis, failpoints, native
 from gateway.asr import ModelIdentity, RequestOptions, Transcript
+from gateway.downloads import Downloader
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.memory_guard import MemoryGuard
 from gateway.model_cache import ModelCache, ModelCacheProtocol
 from gateway.presets import RANDOM_WEIGHTS_NOTE, available_models
 from gateway.sessions import SessionStore, SessionStoreProtocol
 from gateway.settings import Settings
+from gateway.url_allowlist import UrlAllowlist
 from gateway.workers import WorkerPool, WorkerPoolProtocol
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,12 @@ class Gateway:
         self.process = psutil.Process()
         self.guard = MemoryGuard.from_setting(settings.memory_limit_bytes, lambda: process_tree_rss_bytes(self.process))
         self.components = build_components(settings, self.guard)
+        self.downloads = Downloader(
+            UrlAllowlist(settings.url_allowlist),
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.download_timeout_s,
+            max_active=settings.workers + settings.queue_limit,
+        )
         self.started_s = time.monotonic()
         self.default_identity: ModelIdentity | None = None
         self.default_model_error: str | None = None
@@ -166,6 +174,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warmup
         cancelled = await self.components.pool.shutdown(SHUTDOWN_DRAIN_S)
+        await self.downloads.close()
         dropped = await self.components.sessions.stop()
         unloaded = self.components.cache.close()
         logger.info(
@@ -199,6 +208,7 @@ class Gateway:
 
         def task() -> Transcript:
             failpoints.hold_inference()
+            failpoints.raise_in_inference()
             samples = load_audio()
             with cache.lease(identity, options) as model:
                 transcript = model.transcribe(samples, options)
@@ -237,6 +247,7 @@ class Gateway:
             "models_available": self.model_names(),
             "cached_identities": self.components.cache.identities(),
             **sessions,
+            **self.downloads.stats(),
             "default_model_ready": self.ready,
             **devices.gpu_memory_figures(self.settings.device),
             "tracemalloc_traced_bytes": diagnosis.traced_bytes(),

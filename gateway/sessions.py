@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 
 logger = logging.getLogger(__name__)
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-MIN_SAMPLE_RATE = 8000
-MAX_SAMPLE_RATE = 192000
 
 
 class TooManySessionsError(GatewayError):

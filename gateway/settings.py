@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gateway.errors import SettingsError
+from gateway.url_allowlist import parse_allowlist, parse_entry
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class Settings:
     max_upload_bytes: int = 100 * 1024 * 1024
     max_audio_duration_s: float = 2 * 3600.0
     media_roots: tuple[Path, ...] = ()
+    url_allowlist: tuple[str, ...] = ()  # canonical host[:port] entries; empty: no downloads
+    download_timeout_s: float = 30.0
+    upload_timeout_s: float = 300.0
     onednn_cache_capacity: int = 1024
     torch_threads: int = 1
     stream_max_message_bytes: int = 1024 * 1024
@@ -122,6 +126,8 @@ class Settings:
         _require(self.max_session_bytes >= 1, "max session bytes", self.max_session_bytes, "at least 1 byte")
         _require(self.max_upload_bytes >= 1, "max upload bytes", self.max_upload_bytes, "at least 1 byte")
         _require(self.max_audio_duration_s > 0, "max audio duration", self.max_audio_duration_s, "above 0 seconds")
+        _require(self.download_timeout_s > 0, "download timeout", self.download_timeout_s, "a number of seconds above 0")
+        _require(self.upload_timeout_s > 0, "upload timeout", self.upload_timeout_s, "a number of seconds above 0")
         _require(self.onednn_cache_capacity >= 0, "oneDNN cache capacity", self.onednn_cache_capacity, "at least 0")
         _require(self.stream_max_message_bytes >= 2, "stream max message bytes", self.stream_max_message_bytes, "at least 2")
         _require(self.stream_partial_interval_s > 0, "stream partial interval", self.stream_partial_interval_s, "above 0 seconds")
@@ -167,6 +173,13 @@ class Settings:
             )
         if self.leaks:
             warnings.append(f"leak switches on: {', '.join(self.leaks)}; this gateway reproduces the incident")
+        for entry in self.url_allowlist:
+            address = parse_entry(entry).address
+            if address is not None and not address.is_global:
+                warnings.append(
+                    f"url allowlist entry {entry} is a non-public address: requests can make the gateway "
+                    "download from inside its network"
+                )
         if not self.media_roots:
             warnings.append("no media root set: every audio_url is rejected until --media-root is given")
         return warnings
@@ -209,6 +222,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max_session_bytes", int, "audio bytes one session may buffer (default 64 MiB)"),
     _Option("max_upload_bytes", int, "largest audio file or chunk accepted, in bytes (default 100 MiB)"),
     _Option("max_audio_duration_s", float, "longest audio accepted, in seconds (default 7200)"),
+    _Option("url_allowlist", parse_allowlist, "hosts that audio_url may download from, as host[:port] entries separated by commas; a host without a port allows only port 80 or 443 (default: empty, no downloads)", "HOSTS"),
+    _Option("download_timeout_s", float, "seconds a download of an audio_url may take in total, redirects included (default 30)"),
+    _Option("upload_timeout_s", float, "seconds a client may take to send a request body; past it the request gets 408 (default 300)"),
     _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024)"),
     _Option("torch_threads", int, "torch intra-op threads per process (default 1; workers run in parallel)"),
     _Option("stream_max_message_bytes", int, "largest WebSocket message accepted, in bytes; past it the stream closes with 1009 (default 1 MiB)"),

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from gateway import audio
 from gateway.asr import RequestOptions
 from gateway.errors import GatewayError, InvalidAudioError, OverloadedError, PayloadTooLargeError
-from gateway.routes import gateway_of
+from gateway.routes import gateway_of, until_disconnected
 from gateway.service import Gateway, transcript_body
 from gateway.sessions import validate_session_id
 
@@ -88,11 +88,11 @@ def pcm_loader(pcm: bytes, sample_rate: int, session_id: str):
 
 
 @router.post("/v1/sessions/{session_id}/close")
-async def close_session(session_id: str, gateway: Gateway = Depends(require_single_process)) -> dict:
+async def close_session(session_id: str, request: Request, gateway: Gateway = Depends(require_single_process)) -> dict:
     closed = gateway.components.sessions.close(session_id)
     identity = gateway.identity_for(closed.model)
     load_audio = pcm_loader(closed.audio, closed.sample_rate, closed.session_id)
-    transcript = await gateway.transcribe(load_audio, identity, RequestOptions())
+    transcript = await until_disconnected(request, gateway.transcribe(load_audio, identity, RequestOptions()))
     return transcript_body(transcript, identity, uuid.uuid4().hex, closed.session_id)
 
 

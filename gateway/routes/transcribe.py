@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from gateway import audio
 from gateway.errors import InvalidRequestError, PayloadTooLargeError
-from gateway.routes import gateway_of
+from gateway.routes import gateway_of, until_disconnected
 from gateway.service import Gateway, options_from, transcript_body
 
 logger = logging.getLogger(__name__)
@@ -34,21 +34,29 @@ class TranscriptionRequest(BaseModel):
 
 
 @router.post("/v1/responses")
-async def responses(body: TranscriptionRequest, gateway: Gateway = Depends(gateway_of)) -> dict:
+async def responses(body: TranscriptionRequest, request: Request, gateway: Gateway = Depends(gateway_of)) -> dict:
     settings = gateway.settings
     request_id = uuid.uuid4().hex
     options = options_from(body.language, body.hotwords)
     identity = gateway.identity_for(body.model)
-    path = audio.resolve_media_path(body.audio_url, settings.media_roots)
 
-    def load_audio():
-        data = audio.read_limited(path, settings.max_upload_bytes)
-        return audio.decode(
-            data, max_duration_s=settings.max_audio_duration_s, name=f"audio file {path.name!r}",
-            expected_rate=body.sample_rate,
-        )
+    if audio.is_url(body.audio_url):
+        data = await until_disconnected(request, gateway.downloads.fetch(body.audio_url))
+        name = "downloaded audio"
 
-    transcript = await gateway.transcribe(load_audio, identity, options)
+        def load_audio():
+            return audio.decode(data, max_duration_s=settings.max_audio_duration_s, name=name, expected_rate=body.sample_rate)
+    else:
+        path = audio.resolve_media_path(body.audio_url, settings.media_roots)
+
+        def load_audio():
+            data = audio.read_limited(path, settings.max_upload_bytes)
+            return audio.decode(
+                data, max_duration_s=settings.max_audio_duration_s, name=f"audio file {path.name!r}",
+                expected_rate=body.sample_rate,
+            )
+
+    transcript = await until_disconnected(request, gateway.transcribe(load_audio, identity, options))
     logger.debug("Request %s transcribed %d ms with %s", request_id, transcript.duration_ms, identity.name)
     return transcript_body(transcript, identity, request_id, body.session_id)
 
@@ -69,6 +77,7 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
 
 @router.post("/v1/audio/transcriptions")
 async def audio_transcriptions(
+    request: Request,
     file: UploadFile = File(...),
     model: str | None = Form(None),
     language: str | None = Form(None, max_length=64),
@@ -96,7 +105,7 @@ async def audio_transcriptions(
     def load_audio():
         return audio.decode(data, max_duration_s=settings.max_audio_duration_s, name=f"uploaded file {filename[:80]!r}")
 
-    transcript = await gateway.transcribe(load_audio, identity, options)
+    transcript = await until_disconnected(request, gateway.transcribe(load_audio, identity, options))
     if response_format == "text":
         return PlainTextResponse(transcript.text)
     if response_format == "json":
