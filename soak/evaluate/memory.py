@@ -17,81 +17,54 @@ in docs/soak-harness.md. In short:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from soak.analysis import RequestRss, RunData, gauge_series, nearest_status, rss_after_requests, summarize_latency
-from soak.criteria import Criteria, load_criteria
+from soak.analysis import RequestRss, RunData, nearest_status, rss_after_requests
+from soak.criteria import Criteria
+from soak.evaluate.common import (
+    MIB,
+    build_series,
+    judge_counts_recovered,
+    judge_requests_completed,
+    judge_timeout_rate,
+    new_result,
+    profile_criteria,
+)
 from soak.results import CriterionResult, RunResult, RunSeries, combine_statuses
-from soak.rundir import RunFolder, RunFolderError
 from soak.verdict import leak_verdict
-
-MIB = 1024 * 1024
 
 GROWTH = "rss_growth_per_request"
 RSS_AFTER = "rss_after_profile"
-TIMEOUT_RATE = "timeout_rate"
-REQUESTS_COMPLETED = "requests_completed"
-THREADS = "threads_recovered"
-OPEN_FILES = "open_files_recovered"
-
-TIMEOUT_STATUS = 504
 
 
-def evaluate_run(folder: RunFolder, criteria_path: Path | None = None) -> RunResult:
-    """Judge the run saved in ``folder``.
-
-    ``criteria_path`` overrides the criteria file recorded in the manifest;
-    with neither, the packaged defaults apply.
-    """
-    data = RunData.load(folder)
+def evaluate_memory(data: RunData, criteria_path: Path | None = None) -> RunResult:
+    """Judge a memory-profile run; ``criteria_path`` overrides the criteria file recorded in the manifest."""
     manifest = data.manifest
-    profile = manifest.get("profile")
-    if profile != "memory":
-        raise RunFolderError(f"{folder.path} contains a run of profile {profile!r}, but soak can judge only memory-profile runs so far")
-
     settings = manifest.get("settings", {})
-    if criteria_path is None and settings.get("criteria_path"):
-        criteria_path = Path(settings["criteria_path"])
-    criteria = load_criteria(criteria_path, "memory")
-
-    result = RunResult(
-        profile="memory",
-        leaks=settings.get("leaks", "unknown"),
-        model=settings.get("model", "unknown"),
-        run_dir=folder.path.name,
-        verdict="ERROR",
-        criteria=[],
-        requests_planned=int(settings.get("requests", 0)),
-        requests_completed=len(data.requests),
-        requests_failed=sum(1 for row in data.requests if not row.get("ok")),
-        latency=summarize_latency(data.requests),
-        started_at=manifest.get("times", {}).get("started_at"),
-        ended_at=manifest.get("times", {}).get("ended_at"),
-        error=manifest.get("error"),
-        manifest=manifest,
-    )
+    criteria = profile_criteria(data, criteria_path, "memory")
+    result = new_result(data, "memory", int(settings.get("requests", 0)))
     points = rss_after_requests(data.requests, data.samples)
-    result.warnings = collect_warnings(data, points)
+    result.warnings = late_sample_warnings(points) + result.warnings
 
     if result.error is not None:
-        result.series = build_series(data, points, rss_limit_bytes=None, growth_fit=None)
+        result.series = series_of(data, points, rss_limit_bytes=None, growth_fit=None)
         return result
 
-    model_bytes = int(manifest["models"][result.model]["instance_bytes"])
+    model_bytes = (manifest.get("models", {}).get(result.model) or {}).get("instance_bytes")
     cache_bound = int(settings["cache_max_models"])
+    if model_bytes is None:
+        growth, growth_fit = model_size_unknown(GROWTH, "RSS growth per request after the cache fills", "bytes/request"), None
+        rss_after = model_size_unknown(RSS_AFTER, "RSS after the memory profile", "bytes")
+    else:
+        growth, growth_fit = judge_growth(points, cache_bound, int(model_bytes), criteria)
+        rss_after = judge_rss_after(data, points, cache_bound, int(model_bytes), criteria)
 
     counts_warmup = counts_warmup_point(points, int(settings.get("users", 1)))
-    growth, growth_fit = judge_growth(points, cache_bound, model_bytes, criteria)
-    rss_after = judge_rss_after(data, points, cache_bound, model_bytes, criteria)
     result.criteria = [
         growth,
         rss_after,
         judge_timeout_rate(data.requests, criteria),
         judge_requests_completed(data.requests, result.requests_planned),
-        judge_count_recovered(data, counts_warmup, "threads", THREADS, "Threads back to the post-warm-up count", criteria),
-        judge_count_recovered(
-            data, counts_warmup, "open_files", OPEN_FILES, "Open files back to the post-warm-up count", criteria
-        ),
+        *judge_counts_recovered(data, counts_warmup.sample if counts_warmup else None, "after the warm-up requests", criteria),
     ]
     result.verdict = combine_statuses(result.criteria)
     if growth.tolerated:
@@ -99,8 +72,33 @@ def evaluate_run(folder: RunFolder, criteria_path: Path | None = None) -> RunRes
             "The growth verdict is INCONCLUSIVE and does not decide the run (fail_on_inconclusive_leak_verdict "
             "is false); the RSS limit after the profile still applies."
         )
-    result.series = build_series(data, points, rss_limit_bytes=rss_after.limit, growth_fit=growth_fit)
+    result.series = series_of(data, points, rss_limit_bytes=rss_after.limit, growth_fit=growth_fit)
     return result
+
+
+def model_size_unknown(key: str, title: str, unit: str) -> CriterionResult:
+    reason = (
+        "The model's instance size is unknown, so this limit cannot be computed; pass --model-bytes, or "
+        "--models-dir with the folder the gateway serves its models from."
+    )
+    return CriterionResult(key, title, "INCONCLUSIVE", None, None, unit, reason)
+
+
+def series_of(
+    data: RunData,
+    points: list[RequestRss],
+    *,
+    rss_limit_bytes: float | None,
+    growth_fit: tuple[int, float, float] | None,
+) -> RunSeries:
+    return build_series(
+        data,
+        [point.index for point in points],
+        [point.end_time_s for point in points],
+        [point.rss_bytes for point in points],
+        rss_limit_bytes=rss_limit_bytes,
+        growth_fit=growth_fit,
+    )
 
 
 def judge_growth(
@@ -209,90 +207,6 @@ def judge_rss_after(
     return CriterionResult(RSS_AFTER, title, "FAIL", measured, limit, "bytes", reason, details)
 
 
-def judge_timeout_rate(requests: list[dict[str, Any]], criteria: Criteria) -> CriterionResult:
-    """Count requests that ended in HTTP 504 or a client-side timeout."""
-    title = "Timeout rate"
-    limit_percent = criteria.max_timeout_rate_percent
-    if not requests:
-        return CriterionResult(TIMEOUT_RATE, title, "INCONCLUSIVE", None, limit_percent, "percent", "No request completed.")
-
-    timed_out = [row for row in requests if is_timeout(row)]
-    rate = 100.0 * len(timed_out) / len(requests)
-    details = {"timed_out": len(timed_out), "requests": len(requests)}
-    if rate <= limit_percent:
-        reason = f"{len(timed_out)} of {len(requests)} requests timed out."
-        return CriterionResult(TIMEOUT_RATE, title, "PASS", rate, limit_percent, "percent", reason, details)
-    reason = f"{len(timed_out)} of {len(requests)} requests timed out ({rate:.1f} %), above the {limit_percent:g} % limit."
-    return CriterionResult(TIMEOUT_RATE, title, "FAIL", rate, limit_percent, "percent", reason, details)
-
-
-def is_timeout(row: dict[str, Any]) -> bool:
-    if row.get("status") == TIMEOUT_STATUS:
-        return True
-    error = (row.get("error") or "").lower()
-    return row.get("status", 0) == 0 and ("timeout" in error or "timed out" in error)
-
-
-def judge_requests_completed(requests: list[dict[str, Any]], planned: int) -> CriterionResult:
-    """Check that every planned request got a 2xx response.
-
-    Without this, a run whose requests all failed would show flat memory and pass.
-    """
-    title = "Requests completed"
-    succeeded = sum(1 for row in requests if row.get("ok"))
-    failures: dict[str, int] = {}
-    for row in requests:
-        if not row.get("ok"):
-            label = f"HTTP {row['status']}" if row.get("status") else "no response"
-            failures[label] = failures.get(label, 0) + 1
-    details = {"succeeded": succeeded, "sent": len(requests), "planned": planned, "failures": failures}
-
-    if succeeded >= planned:
-        reason = f"All {planned} planned requests succeeded."
-        return CriterionResult(REQUESTS_COMPLETED, title, "PASS", succeeded, planned, "count", reason, details)
-
-    parts = [f"{succeeded} of {planned} planned requests succeeded"]
-    if failures:
-        parts.append("failures: " + ", ".join(f"{label} x{count}" for label, count in sorted(failures.items())))
-    if len(requests) < planned:
-        parts.append(f"{planned - len(requests)} were never sent before the run's time limit")
-    reason = "; ".join(parts) + "."
-    return CriterionResult(REQUESTS_COMPLETED, title, "FAIL", succeeded, planned, "count", reason, details)
-
-
-def judge_count_recovered(
-    data: RunData, warmup: RequestRss | None, field: str, key: str, title: str, criteria: Criteria
-) -> CriterionResult:
-    """Compare a process count (threads, open files) at the end with its post-warm-up value plus the tolerance."""
-    noun = field.replace("_", " ")
-    if not criteria.thread_and_file_counts_return:
-        reason = "The criteria file turns this check off (thread_and_file_counts_return = false)."
-        return CriterionResult(key, title, "NOT_APPLICABLE", None, None, "count", reason)
-    with_field = [row for row in data.samples if row.get(field) is not None]
-    if not with_field:
-        reason = f"The gateway's process was not sampled, so its {noun} are unknown."
-        return CriterionResult(key, title, "NOT_APPLICABLE", None, None, "count", reason)
-    if warmup is None or warmup.sample.get(field) is None:
-        reason = f"No sample follows the warm-up requests, so the post-warm-up count of {noun} is unknown."
-        return CriterionResult(key, title, "INCONCLUSIVE", None, None, "count", reason)
-
-    warm = warmup.sample[field]
-    limit = warm + criteria.thread_and_file_count_tolerance
-    end = with_field[-1][field]
-    details = {
-        "post_warmup": warm,
-        "post_warmup_request_index": warmup.index,
-        "tolerance": criteria.thread_and_file_count_tolerance,
-        "end": end,
-        "peak": max(row[field] for row in with_field),
-    }
-    if end <= limit:
-        reason = f"{end} {noun} at the end, {warm} after the warm-up requests."
-        return CriterionResult(key, title, "PASS", end, limit, "count", reason, details)
-    reason = f"{end} {noun} at the end, {end - warm} more than the {warm} after the warm-up requests."
-    return CriterionResult(key, title, "FAIL", end, limit, "count", reason, details)
-
-
 def counts_warmup_point(points: list[RequestRss], users: int) -> RequestRss | None:
     """Return the point after the first ``users`` requests completed.
 
@@ -304,48 +218,14 @@ def counts_warmup_point(points: list[RequestRss], users: int) -> RequestRss | No
     return sorted(points, key=lambda point: point.end_time_s)[users - 1]
 
 
-def collect_warnings(data: RunData, points: list[RequestRss]) -> list[str]:
-    """List what makes this run's measurements less reliable than usual."""
-    warnings = []
+
+
+def late_sample_warnings(points: list[RequestRss]) -> list[str]:
     late = [point.index for point in points if point.late]
-    if late:
-        warnings.append(
-            f"{len(late)} of {len(points)} per-request RSS samples were taken after the next request had started "
-            f"(requests {', '.join(map(str, late[:10]))}{'...' if len(late) > 10 else ''}); "
-            "their RSS may include that request's allocations."
-        )
-
-    failed_status = [row for row in data.samples if row.get("status_error")]
-    if failed_status:
-        warnings.append(
-            f"{len(failed_status)} of {len(data.samples)} status reads failed; the first: {failed_status[0]['status_error']}."
-        )
-
-    locust = data.manifest.get("locust", {})
-    if locust.get("cpu_warning"):
-        warnings.append("Locust reported CPU usage above 90 %, so its latency figures may be inflated.")
-
-    gateway = data.manifest.get("gateway", {})
-    if gateway.get("exited_before_stop"):
-        warnings.append(f"The gateway exited by itself during the run, with status {gateway.get('exit_code')}.")
-    return warnings
-
-
-def build_series(
-    data: RunData,
-    points: list[RequestRss],
-    *,
-    rss_limit_bytes: float | None,
-    growth_fit: tuple[int, float, float] | None,
-) -> RunSeries:
-    origin = data.ready_time_s
-    return RunSeries(
-        request_index=[point.index for point in points],
-        request_end_s=[round(point.end_time_s - origin, 3) for point in points],
-        request_rss_bytes=[point.rss_bytes for point in points],
-        sample_time_s=[round(row["time_s"] - origin, 3) for row in data.samples],
-        sample_rss_bytes=[row.get("rss_bytes") for row in data.samples],
-        gauges=gauge_series(data.samples),
-        rss_limit_bytes=rss_limit_bytes,
-        growth_fit=growth_fit,
-    )
+    if not late:
+        return []
+    return [
+        f"{len(late)} of {len(points)} per-request RSS samples were taken after the next request had started "
+        f"(requests {', '.join(map(str, late[:10]))}{'...' if len(late) > 10 else ''}); "
+        "their RSS may include that request's allocations."
+    ]

@@ -143,9 +143,9 @@ def test_error_run_has_error_verdict(tmp_path):
 def test_other_profile_rejected(tmp_path):
     folder = write_run_folder(tmp_path / "run", fixed_rss(3))
     manifest = folder.read_json("manifest.json")
-    folder.write_json("manifest.json", {**manifest, "profile": "workers"})
+    folder.write_json("manifest.json", {**manifest, "profile": "throughput"})
 
-    with pytest.raises(RunFolderError, match="profile 'workers'"):
+    with pytest.raises(RunFolderError, match="profile .throughput."):
         evaluate_run(folder)
 
 
