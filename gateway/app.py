@@ -14,6 +14,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import __version__
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 CLOSE_POLICY = 1008
+HTTP_ERROR_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -122,6 +124,16 @@ def create_app(settings: Settings) -> FastAPI:
         if error.http_status >= 500 and not isinstance(error, OverloadedError):
             logger.error("%s %s failed: %s", request.method, request.url.path, error.message)
         return error_response(error)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, error: HTTPException) -> JSONResponse:
+        # Raised by FastAPI and Starlette themselves: unknown paths, wrong methods, bodies they cannot parse.
+        code = HTTP_ERROR_CODES.get(error.status_code, "invalid_request" if error.status_code < 500 else "internal_error")
+        message = f"{error.detail} ({request.method} {request.url.path[:200]}); see docs/http-api.md for the endpoints"
+        response = error_response(GatewayError(message, code=code, http_status=error.status_code))
+        for name, value in (error.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def on_unexpected_error(request: Request, error: Exception) -> JSONResponse:

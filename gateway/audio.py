@@ -100,8 +100,9 @@ def decode(data: bytes, *, max_duration_s: float, name: str = "audio", expected_
 
     The header is checked first (sample rate, channels, duration), so over-long
     audio is rejected before any sample is decoded. Samples are then decoded,
-    down-mixed and resampled in blocks, so memory beyond the 16 kHz result stays
-    at one block whatever the source's rate and channel count.
+    down-mixed, clipped to full scale [-1, 1] and resampled in blocks, so
+    memory beyond the 16 kHz result stays at one block whatever the source's
+    rate and channel count.
     """
     if not data:
         raise InvalidAudioError(f"{name} is empty (0 bytes); send a WAV, FLAC or OGG file")
@@ -163,6 +164,8 @@ def _decode_blocks(data: bytes, rate: int, channels: int, max_duration_s: float,
                     f"{name} contains NaN or infinite samples; send finite PCM or float audio", code="non_finite_audio"
                 )
             mono = block.mean(axis=1, dtype=np.float64).astype(np.float32) if channels > 1 else block[:, 0].copy()
+            # Float files may hold samples past full scale; FunASR's features turn huge ones into NaN energies.
+            np.clip(mono, -1.0, 1.0, out=mono)
             pieces.append(resampler.resample_chunk(mono) if resampler is not None else mono)
     if resampler is not None:
         pieces.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))

@@ -29,7 +29,7 @@ class TranscriptionRequest(BaseModel):
     model: StrictStr | None = None
     language: StrictStr | None = Field(default=None, max_length=64)
     hotwords: list[StrictStr] | StrictStr | None = None
-    sample_rate: StrictInt | None = None
+    sample_rate: StrictInt | None = Field(default=None, ge=audio.MIN_SAMPLE_RATE, le=audio.MAX_SAMPLE_RATE)
     session_id: StrictStr | None = Field(default=None, max_length=128)
 
 
