@@ -8,7 +8,12 @@ they compute nothing of their own.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from soak.baseline import BaselineComparison
+    from soak.diagnosis import Diagnosis
+    from soak.memory_trend import MemoryTrend
 
 CriterionStatus = Literal["PASS", "FAIL", "INCONCLUSIVE", "NOT_APPLICABLE"]
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE", "ERROR"]
@@ -92,9 +97,16 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     series: RunSeries | None = None
+    trend: MemoryTrend | None = None
+    diagnosis: Diagnosis | None = None
+    # Set by ``soak report --baseline``: this run's figures against a stored summary.
+    baseline: BaselineComparison | None = None
 
     @property
     def exit_code(self) -> int:
+        """Map the verdict to an exit status; a regression against the baseline fails a passing run."""
+        if self.verdict == "PASS" and self.baseline is not None and self.baseline.regressed:
+            return EXIT_FAIL
         return exit_code_for(self.verdict)
 
     def criterion(self, key: str) -> CriterionResult | None:
@@ -125,6 +137,9 @@ class RunResult:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "criteria": [asdict(result) for result in self.criteria],
+            "trend": asdict(self.trend) if self.trend else None,
+            "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
+            "baseline": self.baseline.to_dict() if self.baseline else None,
         }
 
 
@@ -154,7 +169,10 @@ class ComparisonResult:
         if self.verdict == "ERROR":
             return "At least one run could not be carried out, so nothing was compared."
         if self.verdict == "PASS":
-            return "The fixed run passed every criterion and the leaky reference run failed."
+            reason = "The fixed run passed every criterion and the leaky reference run failed."
+            if self.fixed.baseline is not None and self.fixed.baseline.regressed:
+                reason += " The fixed run regressed against the baseline, so the comparison exits 1."
+            return reason
         problems = []
         if self.fixed.verdict != "PASS":
             problems.append(f"the fixed run is {self.fixed.verdict}, expected PASS")
@@ -164,6 +182,8 @@ class ComparisonResult:
 
     @property
     def exit_code(self) -> int:
+        if self.verdict == "PASS":
+            return self.fixed.exit_code
         return exit_code_for(self.verdict)
 
     def to_summary(self) -> dict[str, Any]:

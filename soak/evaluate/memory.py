@@ -20,6 +20,7 @@ from pathlib import Path
 
 from soak.analysis import RequestRss, RunData, nearest_status, rss_after_requests
 from soak.criteria import Criteria
+from soak.diagnosis import diagnose
 from soak.evaluate.common import (
     MIB,
     build_series,
@@ -29,6 +30,7 @@ from soak.evaluate.common import (
     new_result,
     profile_criteria,
 )
+from soak.memory_trend import memory_trend
 from soak.results import CriterionResult, RunResult, RunSeries, combine_statuses
 from soak.verdict import leak_verdict
 
@@ -73,6 +75,33 @@ def evaluate_memory(data: RunData, criteria_path: Path | None = None) -> RunResu
             "is false); the RSS limit after the profile still applies."
         )
     result.series = series_of(data, points, rss_limit_bytes=rss_after.limit, growth_fit=growth_fit)
+
+    # The slope per hour, the time to the memory limit and the diagnosis use
+    # the same window as the growth criterion: the samples after the cache filled.
+    after_fill = [point for point in points if point.index >= cache_bound]
+    result.trend = memory_trend(
+        [point.sample["time_s"] for point in after_fill],
+        [point.rss_bytes for point in after_fill],
+        growth.details,
+        data.samples,
+        manifest,
+        criteria,
+        # A memory-profile run lasts minutes, far too short to resolve the
+        # minimum leak rate per hour, so only the per-request slope decides.
+        per_request_criterion=GROWTH,
+    )
+    rows = [point.sample for point in after_fill]
+    final = data.rss_samples()[-1:]
+    if final and (not rows or final[0] is not rows[-1]):
+        rows += final
+    result.diagnosis = diagnose(
+        data.folder.path,
+        rows,
+        model_bytes=model_bytes,
+        window=f"From the sample after request {cache_bound}, when the cache is full, to the end of the run",
+        leak_verdict=growth.status,
+        manifest_diagnosis=manifest.get("diagnosis"),
+    )
     return result
 
 

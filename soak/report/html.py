@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from soak.report import plots
+from soak.report.sections import baseline_view, diagnosis_view, projection_rows, trend_rows
 from soak.report.units import MIB, format_mib, format_value
 from soak.results import ComparisonResult, CriterionResult, RunResult
 
@@ -65,6 +66,10 @@ def render_run_html(result: RunResult, figures: dict[str, str] | None = None) ->
         "banner_text": run_banner_text(result),
         "criteria_rows": [criterion_row(criterion) for criterion in result.criteria],
         "growth_rows": growth_rows([("this run", result)]),
+        "trend_rows": trend_rows([("this run", result)]),
+        "projection_rows": projection_rows([("this run", result)]),
+        "diagnosis": diagnosis_view(result.diagnosis),
+        "baseline": baseline_view(result.baseline),
         "figures": with_missing_figures(figures),
         "latency_rows": [{"label": "this run", "latency": result.latency}],
         "requests_text": requests_text(result),
@@ -90,6 +95,7 @@ def render_comparison_html(
             "result": run,
             "link": run_links.get(label, f"{run.run_dir}/report.html"),
             "facts": manifest_facts(run.manifest),
+            "diagnosis": diagnosis_view(run.diagnosis),
             "manifest_json": json.dumps(run.manifest, indent=2),
         }
         for label, run in labelled
@@ -101,6 +107,9 @@ def render_comparison_html(
         "comparison": comparison,
         "warnings": warnings,
         "growth_rows": growth_rows(labelled),
+        "trend_rows": trend_rows(labelled),
+        "projection_rows": projection_rows(labelled),
+        "baseline": baseline_view(comparison.fixed.baseline),
         "side_by_side": side_by_side_rows(labelled),
         "runs": runs,
         "figures": with_missing_figures(figures),

@@ -4,7 +4,9 @@ Status mapping: FAIL becomes a failure, INCONCLUSIVE a failure of type
 INCONCLUSIVE (a gate must not pass on evidence that could not decide), and
 NOT_APPLICABLE a skipped case. An INCONCLUSIVE status that the criteria file
 tolerates is skipped too, so that JUnit agrees with the run's verdict. A run that could not be carried out has one
-case, ``run``, with an error.
+case, ``run``, with an error. The verdict, the slope per hour, the projection
+and the diagnosis are suite properties. With a baseline, a second suite has
+one case per compared figure.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from soak.results import ComparisonResult, CriterionResult, RunResult
 def render_run_junit(result: RunResult) -> str:
     suites = ElementTree.Element("testsuites", name=f"soak {result.profile}")
     suites.append(run_suite(result, suite_name=f"{result.profile} (leaks: {result.leaks})"))
+    baseline_suite = render_baseline_suite(result)
+    if baseline_suite is not None:
+        suites.append(baseline_suite)
     return serialise(suites)
 
 
@@ -29,6 +34,9 @@ def render_comparison_junit(comparison: ComparisonResult) -> str:
     """
     suites = ElementTree.Element("testsuites", name=f"soak {comparison.profile} comparison")
     suites.append(run_suite(comparison.fixed, suite_name=f"{comparison.profile} fixed (leaks: {comparison.fixed.leaks})"))
+    baseline_suite = render_baseline_suite(comparison.fixed)
+    if baseline_suite is not None:
+        suites.append(baseline_suite)
 
     suite = ElementTree.SubElement(suites, "testsuite", name=f"{comparison.profile} leaky reference")
     case = ElementTree.SubElement(
@@ -45,8 +53,51 @@ def render_comparison_junit(comparison: ComparisonResult) -> str:
     return serialise(suites)
 
 
+def render_baseline_suite(result: RunResult) -> ElementTree.Element | None:
+    """One case per figure compared with the baseline: REGRESSED fails, MISSING is skipped."""
+    baseline = result.baseline
+    if baseline is None:
+        return None
+    suite = ElementTree.Element("testsuite", name=f"{result.profile} against the baseline {baseline.path}")
+    classname = f"soak.{result.profile}.baseline"
+    for figure in baseline.figures:
+        case = ElementTree.SubElement(suite, "testcase", classname=classname, name=figure.title)
+        text = f"{figure.status}: {figure.reason}"
+        if figure.unit != "verdict":
+            text = (
+                f"{figure.status}: this run {format_value(figure.current, figure.unit)}, baseline "
+                f"{format_value(figure.baseline, figure.unit)}, worst allowed "
+                f"{format_value(figure.allowed, figure.unit)}. {figure.reason}"
+            )
+        if figure.status == "REGRESSED":
+            element = ElementTree.SubElement(case, "failure", message=figure.reason, type="REGRESSED")
+            element.text = text
+        elif figure.status == "MISSING":
+            ElementTree.SubElement(case, "skipped", message=figure.reason)
+        else:
+            output = ElementTree.SubElement(case, "system-out")
+            output.text = text
+    set_counts(suite)
+    return suite
+
+
+def run_properties(result: RunResult) -> ElementTree.Element:
+    """The verdict, the slope per hour, the projection and the diagnosis, as suite properties."""
+    values = [("verdict", result.verdict)]
+    if result.trend is not None:
+        values.append(("slope_per_hour", format_value(result.trend.per_hour_bytes, "bytes/hour")))
+        values.append(("projection", result.trend.projection))
+    if result.diagnosis is not None:
+        values.append(("diagnosis", result.diagnosis.conclusion))
+    properties = ElementTree.Element("properties")
+    for name, value in values:
+        ElementTree.SubElement(properties, "property", name=name, value=value)
+    return properties
+
+
 def run_suite(result: RunResult, suite_name: str) -> ElementTree.Element:
     suite = ElementTree.Element("testsuite", name=suite_name)
+    suite.append(run_properties(result))
     classname = f"soak.{result.profile}.{result.leaks.replace(',', '+')}"
 
     if result.verdict == "ERROR":

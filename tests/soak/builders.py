@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from soak.baseline import BaselineComparison, FigureComparison
+from soak.diagnosis import Diagnosis, GaugeGrowth, HeapReading, Holder
+from soak.memory_trend import MemoryTrend
 from soak.results import ComparisonResult, CriterionResult, LatencySummary, RunResult, RunSeries
 from soak.rundir import MANIFEST, REQUESTS, SAMPLES, RunFolder
 
@@ -172,8 +175,102 @@ def sample_run_result(label: str) -> RunResult:
         manifest={"profile": "memory", "settings": {"leaks": "all" if leaky else "none", "requests": 30, "users": 1},
                   "git": {"revision": "0123456789abcdef", "dirty": False}},
         series=series,
+        trend=sample_trend(label),
+        diagnosis=sample_diagnosis(label),
+    )
+
+
+def sample_trend(label: str) -> MemoryTrend:
+    """A hand-made memory trend: the leaky run reaches the host's memory in hours, the fixed one never."""
+    leaky = label == "leaky"
+    return MemoryTrend(
+        per_request_verdict="FAIL" if leaky else "PASS",
+        per_request_bytes=53.1 * MIB if leaky else 0.12 * MIB,
+        per_request_low_bytes=53.0 * MIB if leaky else -0.05 * MIB,
+        per_request_high_bytes=53.2 * MIB if leaky else 0.3 * MIB,
+        per_request_min_leak_rate_bytes=0.5 * MIB,
+        per_hour_verdict="FAIL" if leaky else "INCONCLUSIVE",
+        per_hour_bytes=90_000.0 * MIB if leaky else -3.0 * MIB,
+        per_hour_low_bytes=88_000.0 * MIB if leaky else -40.0 * MIB,
+        per_hour_high_bytes=92_000.0 * MIB if leaky else 35.0 * MIB,
+        per_hour_reason="",
+        min_leak_rate_bytes_per_hour=10 * MIB,
+        rss_end_bytes=2300.0 * MIB if leaky else 720.0 * MIB,
+        memory_limit_bytes=24_000.0 * MIB,
+        memory_limit_source="host",
+        memory_limit_text="the machine's total memory, because the gateway reported no memory limit",
+        time_to_limit_s=868.0 if leaky else None,
+        time_to_limit_earliest_s=849.0 if leaky else None,
+        projection=(
+            "At +90,000.0 MiB/h, RSS (2,300 MiB) would reach the limit of 24,000 MiB in 14 min. The limit is the "
+            "machine's total memory, because the gateway reported no memory limit."
+            if leaky else
+            "RSS is not rising over time (-3.0 MiB/h), so it does not approach the limit of 24,000 MiB, the "
+            "machine's total memory, because the gateway reported no memory limit."
+        ),
+        per_request_criterion="rss_growth_per_request",
+    )
+
+
+def sample_diagnosis(label: str) -> Diagnosis:
+    """A hand-made diagnosis: the leaky run's cached models, held by the leaky cache's module dict."""
+    leaky = label == "leaky"
+    models = GaugeGrowth("models_cached", "cached model instances", 3, 30 if leaky else 3, 27 if leaky else 0,
+                         0.99 if leaky else None, MODEL_BYTES if leaky else None,
+                         "the model's instance size, as models prepare measured it" if leaky else None,
+                         27 * MODEL_BYTES if leaky else None, 0.96 if leaky else None)
+    futures = GaugeGrowth("retained_futures", "retained futures", 0, 0, 0, None, None, None, None, None)
+    holders = [
+        Holder("gateway.leaky.model_cache._MODELS", "gateway.leaky.model_cache", "_MODELS", {"LoadedModel": 30}, 0)
+        if leaky else
+        Holder("gateway.model_cache.ModelCache._entries", "gateway.model_cache.ModelCache", "_entries", {"LoadedModel": 3}, 0),
+        Holder("gateway.sessions.SessionStore._sessions", "gateway.sessions.SessionStore", "_sessions",
+               {"Session": 2, "buffer_bytes": 64000}, 64000),
+    ]
+    return Diagnosis(
+        window="From the sample after request 3, when the cache is full, to the end of the run",
+        sample_count=28,
+        rss_growth_bytes=27 * 8.3 * MIB if leaky else 1.5 * MIB,
+        gauges=[models, futures],
+        grown_gauge="models_cached" if leaky else None,
+        holder=holders[0] if leaky else None,
+        holders=holders,
+        live_objects={"LoadedModel": 30 if leaky else 3, "Future": 0},
+        retention_note=None,
+        snapshots=[],
+        allocation_sites=[],
+        allocation_note="No tracemalloc snapshots: the gateway did not trace Python allocations in this run.",
+        heap=HeapReading("not_traced", None, None, "tracemalloc was off."),
+        conclusion=(
+            "RSS changed by +224.1 MiB over the window. The cached model instances grew by 27, at 8.00 MiB each, "
+            "which accounts for 96 % of it. They are held by _MODELS in module gateway.leaky.model_cache (30 LoadedModel)."
+            if leaky else
+            "The growth verdict is PASS, so there is no leak to attribute. RSS changed by +1.5 MiB over the window."
+        ),
+    )
+
+
+def sample_baseline() -> BaselineComparison:
+    """A hand-made comparison of the fixed run with a baseline in which one figure regressed."""
+    figures = [
+        FigureComparison("verdict", "Verdict", "verdict", None, None, None, 0.0, "OK", "The verdict is PASS, as in the baseline."),
+        FigureComparison("rss_after_profile", "RSS after the memory profile", "bytes", 650.0 * MIB, 720.0 * MIB,
+                         733.0 * MIB, 0.1, "OK", "Within 10 % of the baseline."),
+        FigureComparison("latency_p95_ms", "Latency p95", "ms", 400.0, 646.0, 600.0, 0.5, "REGRESSED",
+                         "Worse than the baseline by more than 50 % of the baseline."),
+    ]
+    return BaselineComparison(
+        path="reports/baselines/memory-paraformer-50mb-2cpu.json",
+        baseline_run_dir="20270101T000000Z-memory-none",
+        baseline_verdict="PASS",
+        baseline_started_at="2027-01-01T00:00:00.000Z",
+        current_verdict="PASS",
+        figures=figures,
+        warnings=["The baseline ran 60 requests and this run 30, so absolute figures differ."],
     )
 
 
 def sample_comparison() -> ComparisonResult:
-    return ComparisonResult("memory", "20270115T080000Z-memory-compare", sample_run_result("leaky"), sample_run_result("fixed"))
+    fixed = sample_run_result("fixed")
+    fixed.baseline = sample_baseline()
+    return ComparisonResult("memory", "20270115T080000Z-memory-compare", sample_run_result("leaky"), fixed)
