@@ -3,10 +3,12 @@
 Off unless the gateway process starts with ``GATEWAY_FAILPOINTS_DIR`` set to a
 folder; no request can turn them on, because only files in that folder do.
 While the file ``hold`` exists there, each inference task writes
-``entered-<n>`` and waits until ``hold`` is removed (at most ``MAX_HOLD_S``),
-which also stands in for inference that hangs past the task timeout. While
-the file ``raise`` exists, each inference task raises ``FailpointError``
-before it decodes anything. Tests use the files as events to order their
+``entered-<n>`` and waits until ``hold`` is removed (at most ``MAX_HOLD_S``).
+The file ``hang`` hangs one task only: the first task that finds it renames
+it to ``hung-<n>`` and waits until that file is removed (at most
+``MAX_HOLD_S``), while later tasks run normally; this stands in for
+inference that hangs past the task timeout. While the file ``raise`` exists,
+each inference task raises ``FailpointError`` before it decodes anything. Tests use the files as events to order their
 steps without sleeps.
 """
 
@@ -42,6 +44,23 @@ def hold_inference() -> None:
     logger.warning("Failpoint: holding inference task (%s)", marker.name)
     deadline = time.monotonic() + MAX_HOLD_S
     while (base / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
+def hang_one_task() -> None:
+    """Block the calling worker if it is the first to claim the ``hang`` file."""
+    base = folder()
+    if base is None:
+        return
+    claimed = base / f"hung-{next(_counter)}"
+    try:
+        # rename() is atomic: of several tasks that see the file, exactly one claims it.
+        (base / "hang").rename(claimed)
+    except FileNotFoundError:
+        return
+    logger.warning("Failpoint: hanging one inference task (%s)", claimed.name)
+    deadline = time.monotonic() + MAX_HOLD_S
+    while claimed.exists() and time.monotonic() < deadline:
         time.sleep(POLL_S)
 
 

@@ -208,6 +208,7 @@ class Gateway:
 
         def task() -> Transcript:
             failpoints.hold_inference()
+            failpoints.hang_one_task()
             failpoints.raise_in_inference()
             samples = load_audio()
             with cache.lease(identity, options) as model:

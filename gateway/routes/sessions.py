@@ -28,6 +28,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 PCM16_BYTES = 2
+# Text frames carry small JSON events such as {"event": "end"}.
+MAX_EVENT_CHARS = 4096
 
 
 def require_single_process(gateway: Gateway = Depends(gateway_of)) -> Gateway:
@@ -167,9 +169,13 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                     })
                 continue
 
+            text = message.get("text") or ""
+            if len(text) > MAX_EVENT_CHARS:
+                await _close(websocket, CLOSE_TOO_BIG, f"text frame of {len(text)} characters is over the limit of {MAX_EVENT_CHARS}; text frames carry events only")
+                break
             try:
-                event = json.loads(message.get("text") or "")
-            except ValueError:
+                event = json.loads(text)
+            except (ValueError, RecursionError):
                 await _close(websocket, CLOSE_POLICY, 'text frames must be JSON such as {"event": "end"}')
                 break
             kind = event.get("event") if isinstance(event, dict) else None
