@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from soak import __version__
+from soak.baseline import DEFAULT_TOLERANCE, BaselineError, Tolerance, compare_with_baseline, load_baseline, parse_tolerances
 from soak.errors import SoakError
 from soak.evaluate import evaluate_run
 from soak.report import format_comparison, format_run, write_run_outputs
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="run folder or comparison folder")
     report.add_argument("--criteria", type=Path, default=None, help="criteria TOML file (default: the one the run used)")
+    report.add_argument("--baseline", type=Path, default=None, metavar="SUMMARY",
+                        help="summary.json of a reference run, such as one under reports/baselines/; a figure worse "
+                        "than the baseline's by more than the tolerance makes the report exit 1")
+    report.add_argument("--tolerance", action="append", default=[], metavar="PERCENT|KEY=PERCENT",
+                        help="allowed worsening against the baseline, in percent of the baseline value or of the "
+                        f"criterion's limit when that is larger (default {DEFAULT_TOLERANCE * 100:g}; latency figures "
+                        "50); KEY=PERCENT sets one figure, such as rss_after_profile=5; repeatable")
     return parser
 
 
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "report":
-            return report(args.folders, args.criteria)
+            return report(args.folders, args.criteria, args.baseline, args.tolerance)
         settings = settings_from(args, locust_args)
         if args.command == "run":
             folder, result = run_once(settings, out=args.out)
@@ -142,27 +150,49 @@ def settings_from(args: argparse.Namespace, locust_args: list[str]) -> RunSettin
     )
 
 
-def report(folders: list[Path], criteria_path: Path | None) -> int:
-    """Judge each folder again and rewrite its outputs; return the worst exit status."""
+def report(
+    folders: list[Path], criteria_path: Path | None, baseline_path: Path | None = None, tolerances: list[str] | None = None
+) -> int:
+    """Judge each folder again and rewrite its outputs; return the worst exit status.
+
+    With ``baseline_path``, each run (a comparison's fixed run) is also compared with that summary.
+    """
+    baseline = None
+    if baseline_path is not None:
+        baseline = BaselineReference(baseline_path, load_baseline(baseline_path), parse_tolerances(tolerances or []))
+    elif tolerances:
+        raise BaselineError("--tolerance applies only to a comparison with a baseline, so pass --baseline SUMMARY as well.")
+
     exit_codes = []
     for path in folders:
         folder = RunFolder(path)
         kind = folder.read_json(MANIFEST).get("kind", "run")
         if kind == "comparison":
             leaky = rerender_run(RunFolder(path / "leaky"), criteria_path)
-            fixed = rerender_run(RunFolder(path / "fixed"), criteria_path)
+            fixed = rerender_run(RunFolder(path / "fixed"), criteria_path, baseline)
             comparison = write_comparison(folder, leaky, fixed)
             print(format_comparison(comparison, report_path=str(path / REPORT)))
             exit_codes.append(comparison.exit_code)
         else:
-            result = rerender_run(folder, criteria_path)
+            result = rerender_run(folder, criteria_path, baseline)
             print(format_run(result, report_path=str(path / REPORT)))
             exit_codes.append(result.exit_code)
     return max(exit_codes)
 
 
-def rerender_run(folder: RunFolder, criteria_path: Path | None) -> RunResult:
+@dataclass(frozen=True)
+class BaselineReference:
+    """The baseline summary that ``soak report --baseline`` compares runs with."""
+
+    path: Path
+    summary: dict
+    tolerance: Tolerance
+
+
+def rerender_run(folder: RunFolder, criteria_path: Path | None, baseline: BaselineReference | None = None) -> RunResult:
     result = evaluate_run(folder, criteria_path)
+    if baseline is not None:
+        result.baseline = compare_with_baseline(result.to_summary(), baseline.summary, baseline.path, baseline.tolerance)
     write_run_outputs(folder, result)
     return result
 
