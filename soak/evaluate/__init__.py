@@ -12,6 +12,7 @@ from pathlib import Path
 
 from soak.analysis import RunData
 from soak.evaluate.memory import evaluate_memory
+from soak.findings import add_memory_findings
 from soak.results import RunResult
 from soak.rundir import RunFolder, RunFolderError
 
@@ -36,4 +37,6 @@ def evaluate_run(folder: RunFolder, criteria_path: Path | None = None) -> RunRes
             f"{folder.path} contains a run of profile {profile!r}, which soak cannot judge; "
             f"known profiles: {', '.join(EVALUATORS)}"
         )
-    return evaluator(data, criteria_path)
+    result = evaluator(data, criteria_path)
+    add_memory_findings(result, data, criteria_path)
+    return result
