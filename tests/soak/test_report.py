@@ -10,6 +10,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -168,3 +170,38 @@ def test_junit_skips_tolerated_inconclusive():
 
     assert case.find("failure") is None
     assert case.find("skipped").get("message").startswith("INCONCLUSIVE: ")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAPTOP_WIDTH_PX = 1280
+# Appended to a copy of the report only, because the report itself runs no script.
+SCROLL_WIDTH_PROBE = (
+    "<script>document.body.setAttribute('data-scroll-width', document.documentElement.scrollWidth);</script>"
+)
+
+
+def page_width_px(html: str, folder: Path) -> int:
+    """Load ``html`` in headless Chromium at laptop width and return the page's scroll width."""
+    path = folder / "probe.html"
+    path.write_text(html.replace("</body>", SCROLL_WIDTH_PROBE + "</body>"), encoding="utf-8")
+    completed = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={folder / 'profile'}",
+         f"--window-size={LAPTOP_WIDTH_PX},1000", "--dump-dom", path.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    match = re.search(r'data-scroll-width="(\d+)"', completed.stdout)
+    assert match, f"Chromium printed no page width:\n{completed.stderr[-2000:]}"
+    return int(match.group(1))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_reports_fit_laptop_width(tmp_path):
+    comparison = sample_comparison()
+    pages = {
+        "run": render_run_html(comparison.leaky),
+        "comparison": render_comparison_html(comparison),
+    }
+
+    for name, html in pages.items():
+        assert page_width_px(html, tmp_path) <= LAPTOP_WIDTH_PX, f"the {name} report scrolls sideways at {LAPTOP_WIDTH_PX} px"
