@@ -43,23 +43,23 @@ def resolve_media_path(audio_url: str, media_roots: tuple[Path, ...]) -> Path:
             f"audio_url has {len(audio_url)} characters, more than the limit of {MAX_URL_CHARS}",
             code="invalid_audio_url",
         )
-    shown = audio_url if len(audio_url) <= 200 else audio_url[:200] + "..."
+    short_url = audio_url if len(audio_url) <= 200 else audio_url[:200] + "..."
     if "\x00" in audio_url:
-        raise InvalidRequestError(f"audio_url {shown!r} contains a NUL character", code="invalid_audio_url")
+        raise InvalidRequestError(f"audio_url {short_url!r} contains a NUL character", code="invalid_audio_url")
     if is_url(audio_url):
         raise ForbiddenPathError(
-            f"audio_url {shown!r} is a URL, not a path; pass a plain path under a media root",
+            f"audio_url {short_url!r} is a URL, not a path; pass a plain path under a media root",
             code="url_not_allowed",
         )
     if not media_roots:
         raise ForbiddenPathError(
-            f"audio_url {shown!r} rejected: the gateway has no media root; start it with --media-root DIR",
+            f"audio_url {short_url!r} rejected: the gateway has no media root; start it with --media-root DIR",
             code="path_not_allowed",
         )
 
     raw = Path(audio_url)
     if ".." in raw.parts:
-        raise ForbiddenPathError(f"audio_url {shown!r} contains '..'; pass a path under a media root")
+        raise ForbiddenPathError(f"audio_url {short_url!r} contains '..'; pass a path under a media root")
     candidate = raw if raw.is_absolute() else media_roots[0] / raw
     try:
         resolved = candidate.resolve()
@@ -69,14 +69,14 @@ def resolve_media_path(audio_url: str, media_roots: tuple[Path, ...]) -> Path:
         # A name over the file system's limit, or a symlink loop.
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise InvalidRequestError(
-            f"audio_url {shown!r} is not a usable path ({reason}); pass a path under a media root",
+            f"audio_url {short_url!r} is not a usable path ({reason}); pass a path under a media root",
             code="invalid_audio_url",
         ) from None
     if not inside:
         roots = ", ".join(str(root) for root in media_roots)
-        raise ForbiddenPathError(f"audio_url {shown!r} resolves outside the media roots ({roots})")
+        raise ForbiddenPathError(f"audio_url {short_url!r} resolves outside the media roots ({roots})")
     if not is_file:
-        raise NotFoundError(f"audio file {shown!r} not found under the media roots", code="audio_not_found")
+        raise NotFoundError(f"audio file {short_url!r} not found under the media roots", code="audio_not_found")
     return resolved
 
 

@@ -3,9 +3,9 @@
 FastAPI parses a multipart form before the route runs, spooling the whole
 upload to a temporary file, so a size check in the route comes after the
 bytes were received. This middleware counts the bytes as they arrive and
-answers 413 as soon as a body passes its endpoint's limit (at once when
+responds with 413 as soon as a body passes its endpoint's limit (at once when
 ``Content-Length`` already says so), and 408 when the body is not complete
-within ``--upload-timeout-s``. Once it has answered, the app receives
+within ``--upload-timeout-s``. Once it has responded, the app receives
 ``http.disconnect`` and its own response is dropped.
 """
 
@@ -114,7 +114,7 @@ class BodyLimits:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            # The app failed on the body this middleware cut short; the client already has its answer.
+            # The app failed on the body this middleware cut short; the client already has its response.
             if rejection is None:
                 raise
 

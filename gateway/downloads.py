@@ -42,7 +42,7 @@ class DownloadTimeoutError(GatewayError):
 
 
 class Downloader:
-    """Fetches allowed URLs with one shared HTTP client; counts downloads in flight."""
+    """Fetcher of allowed URLs with one shared HTTP client and counters of the downloads in flight."""
 
     def __init__(self, allowlist: UrlAllowlist, max_bytes: int, timeout_s: float, max_active: int):
         self.allowlist = allowlist
@@ -79,7 +79,7 @@ class Downloader:
             self._client = None
 
     async def fetch(self, url: str) -> bytes:
-        """Download ``url`` and return its body; raise a GatewayError that names the URL and the limit."""
+        """Download ``url`` and return its body, or raise a GatewayError that names the URL and the limit."""
         target = self.allowlist.check_url(url)
         if self.active >= self.max_active:
             self.rejected_total += 1
@@ -161,11 +161,11 @@ class Downloader:
             if response.status_code in REDIRECT_STATUSES:
                 location = response.headers.get("location")
                 if not location:
-                    raise DownloadFailedError(f"{target.url[:200]!r} answered HTTP {response.status_code} without a Location")
+                    raise DownloadFailedError(f"{target.url[:200]!r} returned HTTP {response.status_code} without a Location header")
                 return location
             if response.status_code != 200:
                 raise DownloadFailedError(
-                    f"{target.url[:200]!r} answered HTTP {response.status_code}; check that the URL names an audio file"
+                    f"{target.url[:200]!r} returned HTTP {response.status_code}; check that the URL names an audio file"
                 )
             encoding = response.headers.get("content-encoding", "identity").strip().lower()
             if encoding != "identity":

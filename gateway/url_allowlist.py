@@ -7,10 +7,10 @@ Rules, applied to the first URL and again to every redirect target:
   any spelling but dotted decimal (``2130706433``, ``0x7f000001``,
   ``0177.0.0.1``, ``127.1``) are rejected, because URL parsers and resolvers
   disagree on what those spellings mean.
-- The host, lower-cased and with one trailing dot removed from a name,
-  must equal an entry's host exactly; there are no wildcards or suffix
+- The host must equal an entry's host exactly, after lower-casing and
+  removing one trailing dot from a name. There are no wildcards or suffix
   matches. An entry without a port allows only the scheme's default port
-  (80 or 443).
+  (80 or 443); an entry with a port allows http and https on that port.
 - The host is resolved once per hop, and the download connects to an
   address from that resolution, never to a second lookup, so a name that
   changes its answer between check and connect (DNS rebinding) gets nowhere.
@@ -81,7 +81,7 @@ class Target:
 
 
 def canonical_host(text: str, where: str) -> str:
-    """Return the canonical form of a URL or entry host; raise ValueError naming what is wrong."""
+    """Return the canonical form of a URL or entry host, or raise ValueError that names the problem."""
     if not text:
         raise ValueError(f"{where} has no host")
     if text.startswith("["):
@@ -174,38 +174,38 @@ class UrlAllowlist:
         return ", ".join(str(entry) for entry in self.entries) or "empty"
 
     def check_url(self, url: str) -> Target:
-        """Return the checked target of ``url``; raise a 403 error that names the rule it broke."""
-        shown = url if len(url) <= 200 else url[:200] + "..."
+        """Return the checked target of ``url``, or raise a 403 error that names the rule it broke."""
+        short_url = url if len(url) <= 200 else url[:200] + "..."
         if len(url) > MAX_URL_CHARS:
             raise InvalidRequestError(
                 f"audio_url has {len(url)} characters, more than the limit of {MAX_URL_CHARS}", code="invalid_audio_url"
             )
         if _FORBIDDEN_CHARS.search(url):
-            raise url_rejected(f"URL {shown!r} contains whitespace, a control character or a backslash")
+            raise url_rejected(f"URL {short_url!r} contains whitespace, a control character or a backslash")
         match = _URL_PATTERN.fullmatch(url)
         if match is None:
-            raise url_rejected(f"{shown!r} is not an absolute http(s) URL")
+            raise url_rejected(f"{short_url!r} is not an absolute http(s) URL")
         scheme = match["scheme"].lower()
         if scheme not in DEFAULT_PORTS:
-            raise url_rejected(f"URL scheme {scheme!r} is not allowed in {shown!r}; only http and https URLs download")
+            raise url_rejected(f"URL scheme {scheme!r} is not allowed in {short_url!r}; only http and https URLs download")
         if not self.entries:
             raise url_rejected(
-                f"URL {shown!r} rejected: downloads are off because the URL allowlist is empty; "
+                f"URL {short_url!r} rejected: downloads are off because the URL allowlist is empty; "
                 "start the gateway with --url-allowlist host[:port] or pass a path under a media root"
             )
         authority = match["authority"]
         if "@" in authority:
-            raise url_rejected(f"URL {shown!r} contains user information ('@'); URLs with a user name are not allowed")
+            raise url_rejected(f"URL {short_url!r} contains user information ('@'); URLs with a user name are not allowed")
 
         try:
-            host_text, port = _split_host_port(authority, f"URL {shown!r}")
-            host = canonical_host(host_text, f"URL {shown!r}")
+            host_text, port = _split_host_port(authority, f"URL {short_url!r}")
+            host = canonical_host(host_text, f"URL {short_url!r}")
         except ValueError as error:
             raise url_rejected(str(error)) from None
         effective_port = port if port is not None else DEFAULT_PORTS[scheme]
         if not self.allows(host, effective_port, scheme):
             raise url_rejected(
-                f"host {HostPort(host, effective_port)} of URL {shown!r} is not on the URL allowlist "
+                f"host {HostPort(host, effective_port)} of URL {short_url!r} is not on the URL allowlist "
                 f"({self.describe()}); add it with --url-allowlist"
             )
         return Target(url, scheme, host, effective_port, authority, match["rest"] or "/")
@@ -218,7 +218,7 @@ class UrlAllowlist:
         return False
 
     def check_addresses(self, target: Target, addresses: list[IPAddress]) -> list[IPAddress]:
-        """Return the addresses to connect to; raise a 403 error unless every one is allowed."""
+        """Return the addresses to connect to, or raise a 403 error unless every one is allowed."""
         if not addresses:
             raise url_rejected(f"host {target.host!r} resolved to no address")
         checked = []

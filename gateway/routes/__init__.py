@@ -45,8 +45,8 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         work_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await work_task
-        logger.info("%s %s: client disconnected before the answer; its work was cancelled", request.method, request.url.path)
-        raise ClientDisconnectedError(f"client disconnected from {request.url.path} before the answer was ready")
+        logger.info("%s %s: client disconnected before the response; its work was cancelled", request.method, request.url.path)
+        raise ClientDisconnectedError(f"client disconnected from {request.url.path} before the response was ready")
     finally:
         for task in (work_task, watcher):
             if not task.done():

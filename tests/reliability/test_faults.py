@@ -295,7 +295,7 @@ def test_client_vanishing_while_queued_frees_slot(start_with_failpoints, failpoi
     status = assert_at_rest(server, baseline, "client vanishes while queued (2 clients)")
     assert while_hung["workers_active"] == 1
     assert status["requests_completed_total"] == completed_before + 1
-    assert "client disconnected before the answer" in server.log_tail(100_000)
+    assert "client disconnected before the response" in server.log_tail(100_000)
 
 
 def test_client_vanishing_while_running(start_with_failpoints, failpoints):
