@@ -7,13 +7,13 @@ again without a gateway.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from soak.results import LatencySummary
-from soak.rundir import MANIFEST, REQUESTS, SAMPLES, RunFolder
+from soak.rundir import EVENTS, MANIFEST, REQUESTS, SAMPLES, RunFolder
 
 # Status figures drawn over time, in the order the report shows them.
 STATUS_GAUGES = (
@@ -35,17 +35,31 @@ class RunData:
     manifest: dict[str, Any]
     samples: list[dict[str, Any]]
     requests: list[dict[str, Any]]
+    # Every requests.jsonl row, the profile's own status reads and unindexed requests included, by start time.
+    all_requests: list[dict[str, Any]] = field(default_factory=list)
+    # The profile's events.jsonl: its phases and its own status readings, by time.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: RunFolder) -> RunData:
         samples = sorted(folder.read_jsonl(SAMPLES), key=lambda row: row["time_s"])
-        # Requests without an index were not sent by the profile's own task (for
-        # example a user class added through Locust's arguments), so they are left out.
-        requests = sorted(
-            (row for row in folder.read_jsonl(REQUESTS) if row.get("index") is not None),
-            key=lambda row: row["index"],
+        all_requests = sorted(folder.read_jsonl(REQUESTS), key=lambda row: row["time_s"])
+        # Requests without an index were not sent by the profile's planned
+        # requests (a status read of the profile, or a user class added through
+        # Locust's arguments), so the per-request criteria leave them out.
+        requests = sorted((row for row in all_requests if row.get("index") is not None), key=lambda row: row["index"])
+        events = sorted(folder.read_jsonl(EVENTS), key=lambda row: row["time_s"])
+        return cls(
+            folder=folder,
+            manifest=folder.read_json(MANIFEST),
+            samples=samples,
+            requests=requests,
+            all_requests=all_requests,
+            events=events,
         )
-        return cls(folder=folder, manifest=folder.read_json(MANIFEST), samples=samples, requests=requests)
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        return [row for row in self.events if row.get("event") == name]
 
     @property
     def ready_time_s(self) -> float:

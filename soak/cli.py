@@ -1,4 +1,4 @@
-"""Command line: ``soak run``, ``soak compare`` and ``soak report``.
+"""Command line: ``soak run``, ``soak compare``, ``soak gate``, ``soak media`` and ``soak report``.
 
 Exit status: 0 the run (or comparison) passed, 1 a criterion failed or could
 not be decided, 2 the run could not be carried out (or the command was
@@ -20,13 +20,13 @@ from soak.evaluate import evaluate_run
 from soak.report import format_comparison, format_run, write_run_outputs
 from soak.results import EXIT_ERROR, RunResult
 from soak.rundir import MANIFEST, REPORT, RunFolder
+from soak.gate import GATE_PROFILES, run_gate
+from soak.media import write_media
+from soak.run_options import LEAK_NAMES, add_run_options, leaks_value, settings_from
 from soak.runner import DEFAULT_RUNS_DIR, run_comparison, run_once, write_comparison
-from soak.settings import RunSettings
+from soak.settings import DEFAULT_AUDIO, PROFILES
 
 logger = logging.getLogger("soak")
-
-PROFILES = ("memory",)
-LEAK_NAMES = ("model-cache", "worker-futures", "session-buffers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,23 +40,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run one profile against a gateway that soak starts",
-        description="Prepare the models, start the gateway, run the profile with Locust, stop everything and "
-        "write the run folder. Arguments after -- go to Locust.",
+        help="run one profile against a gateway that soak starts, or one already running (--target)",
+        description="Prepare the models and audio, start the gateway (or use the one at --target), run the profile "
+        "with Locust, stop everything and write the run folder. Arguments after -- go to Locust.",
     )
     run.add_argument("profile", choices=PROFILES, help="load profile")
     run.add_argument("--leaks", default="none", type=leaks_value, help="leak switches for the gateway: none, all or a comma list of "
                      f"{', '.join(LEAK_NAMES)} (default none)")
-    add_run_options(run)
+    add_run_options(run, DEFAULT_RUNS_DIR)
 
     compare = commands.add_parser(
         "compare",
-        help="run a profile with every leak on, then with none, and compare",
-        description="Run the profile with --leaks all, then with --leaks none, into one comparison folder. "
-        "Exit 0 only when the fixed run passes and the leaky run fails.",
+        help="run a profile with leaks on, then with none, and compare",
+        description="Run the profile with --leaks (all by default), then with --leaks none, into one comparison "
+        "folder. Exit 0 only when the fixed run passes and the leaky run fails.",
     )
     compare.add_argument("profile", choices=PROFILES, help="load profile")
-    add_run_options(compare)
+    compare.add_argument("--leaks", default="all", type=leaks_value,
+                         help=f"leak switches of the leaky run: all or a comma list of {', '.join(LEAK_NAMES)} (default all)")
+    add_run_options(compare, DEFAULT_RUNS_DIR)
+
+    gate = commands.add_parser(
+        "gate",
+        help="the CI gate: every profile on the fixed gateway, plus the leaky memory reference",
+        description="Run the memory comparison (leaky reference and fixed) and the workers, sessions, soak and "
+        "patterns profiles on the fixed gateway, with settings small enough for CI, into one gate folder. "
+        "Exit 0 only when every fixed run passes and the leaky reference fails.",
+    )
+    gate.add_argument("--out", type=Path, default=None, help=f"gate folder, empty or new (default: a new folder under {DEFAULT_RUNS_DIR})")
+    gate.add_argument("--profiles", default=",".join(GATE_PROFILES), type=gate_profiles_value,
+                      help=f"comma list of the gate's parts to run (default {','.join(GATE_PROFILES)})")
+    gate.add_argument("--model", default=None, help="model preset (default paraformer-50mb)")
+    gate.add_argument("--models-dir", type=Path, default=None, help="models folder (default: the gateway's default)")
+    gate.add_argument("--criteria", type=Path, default=None, help="criteria TOML file (default: the built-in criteria)")
+    gate.add_argument("--requests", type=int, default=None, help="memory: requests per run (default 60)")
+    gate.add_argument("--compress", type=float, default=None, help="soak: time compression (default 120: 8 simulated hours in 4 minutes)")
+
+    media = commands.add_parser(
+        "media",
+        help="write the audio files the profiles send into a gateway's media root",
+        description="Copy the speech fixture into DIR and write its long and varying-length variants, so that a "
+        "gateway started by hand with --media-root DIR serves what the profiles send.",
+    )
+    media.add_argument("folder", type=Path, metavar="DIR", help="the gateway's media root")
 
     report = commands.add_parser(
         "report",
@@ -76,26 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    defaults = RunSettings()
-    parser.add_argument("--model", default=defaults.model, help=f"model preset (default {defaults.model})")
-    parser.add_argument("--requests", type=positive_int, default=defaults.requests, help=f"requests in total (default {defaults.requests})")
-    parser.add_argument("--users", type=positive_int, default=defaults.users,
-                        help=f"concurrent Locust users; 1 sends the requests one after another (default {defaults.users})")
-    parser.add_argument("--cache-max-models", type=positive_int, default=defaults.cache_max_models,
-                        help=f"the gateway's model cache bound (default {defaults.cache_max_models})")
-    parser.add_argument("--out", type=Path, default=None, help=f"output folder, empty or new (default: a new folder under {DEFAULT_RUNS_DIR})")
-    parser.add_argument("--criteria", type=Path, default=None, help="criteria TOML file (default: the built-in criteria)")
-    parser.add_argument("--models-dir", type=Path, default=None, help="models folder (default: the gateway's default)")
-    parser.add_argument("--timeout-s", type=positive_float, default=defaults.timeout_s,
-                        help=f"wall-clock limit of the load phase in seconds (default {defaults.timeout_s:.0f})")
-    parser.add_argument("--ready-timeout-s", type=positive_float, default=defaults.ready_timeout_s,
-                        help=f"seconds to wait for the gateway's readiness (default {defaults.ready_timeout_s:.0f})")
-    parser.add_argument("--pause-s", type=non_negative_float, default=defaults.pause_s,
-                        help=f"pause after each request of a user, in seconds (default {defaults.pause_s})")
-    parser.add_argument("--malloc-arena-max", type=positive_int, default=None, help="set MALLOC_ARENA_MAX for the gateway")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own_args, locust_args = split_locust_args(argv)
@@ -109,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     try:
+        if args.command == "media":
+            written = write_media(DEFAULT_AUDIO, args.folder)
+            print(f"Wrote {len(written)} audio files to {args.folder}: {', '.join(written)}")
+            return 0
+        if args.command == "gate":
+            return run_gate(args.out, args.profiles, model=args.model, models_dir=args.models_dir,
+                            criteria_path=args.criteria, requests=args.requests, compress=args.compress, locust_args=locust_args)
         if args.command == "report":
             return report(args.folders, args.criteria, args.baseline, args.tolerance)
         settings = settings_from(args, locust_args)
@@ -116,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             folder, result = run_once(settings, out=args.out)
             print(format_run(result, report_path=str(folder.file(REPORT))))
             return result.exit_code
-        folder, comparison = run_comparison(settings, out=args.out)
+        folder, comparison = run_comparison(replace(settings, leaks="none"), out=args.out, leaky_leaks=args.leaks)
         print(format_comparison(comparison, report_path=str(folder.file(REPORT))))
         return comparison.exit_code
     except SoakError as exc:
@@ -129,25 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         # A bug, not a verdict: exit 2 so that CI does not read it as a failed criterion.
         logger.exception("soak failed with an unexpected error")
         return EXIT_ERROR
-
-
-def settings_from(args: argparse.Namespace, locust_args: list[str]) -> RunSettings:
-    return replace(
-        RunSettings(),
-        profile=args.profile,
-        leaks=getattr(args, "leaks", "none"),
-        model=args.model,
-        requests=args.requests,
-        users=args.users,
-        cache_max_models=args.cache_max_models,
-        criteria_path=args.criteria.resolve() if args.criteria else None,
-        models_dir=args.models_dir,
-        timeout_s=args.timeout_s,
-        ready_timeout_s=args.ready_timeout_s,
-        pause_s=args.pause_s,
-        malloc_arena_max=args.malloc_arena_max,
-        locust_args=tuple(locust_args),
-    )
 
 
 def report(
@@ -205,44 +199,9 @@ def split_locust_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:position], argv[position + 1 :]
 
 
-def leaks_value(text: str) -> str:
-    if text in ("none", "all"):
-        return text
+def gate_profiles_value(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LEAK_NAMES]
+    unknown = [name for name in names if name not in GATE_PROFILES]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"invalid leak switch {text!r}: use none, all or a comma list of {', '.join(LEAK_NAMES)}"
-        )
-    return ",".join(names)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = parse_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = parse_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value:g}")
-    return value
-
-
-def parse_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid gate parts {text!r}: use a comma list of {', '.join(GATE_PROFILES)}")
+    return names

@@ -31,7 +31,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 DEFAULT_CRITERIA_PATH = Path(__file__).with_name("criteria_default.toml")
 
 # Profiles that may have a [profiles.NAME] table.
-KNOWN_PROFILES = ("memory", "workers", "sessions", "soak")
+KNOWN_PROFILES = ("memory", "workers", "sessions", "soak", "patterns")
 
 SIZE_UNITS = {
     "B": 1,
@@ -93,6 +93,8 @@ class Criteria:
     # Maximum RSS growth per request once the cache is full, as a fraction of one model instance.
     growth_per_request_fraction_of_model: float
     worker_recovery_s: float
+    # Slowest answer allowed to a status call made while the worker pool is saturated.
+    status_call_limit_s: float
     # Seconds allowed beyond session TTL + sweep interval for sessions to reach 0.
     session_cleanup_grace_s: float
     soak_growth_bytes: int
@@ -162,6 +164,7 @@ _FIELDS: dict[str, _Field] = {
     "rss_after_profile_extra_models": _Field("number", minimum=0.0),
     "growth_per_request_fraction_of_model": _Field("number", minimum=0.0, maximum=1.0),
     "worker_recovery_s": _Field("seconds", minimum=0.0, exclusive=True),
+    "status_call_limit_s": _Field("seconds", minimum=0.0, exclusive=True),
     "session_cleanup_grace_s": _Field("seconds", minimum=0.0),
     "soak_growth_bytes": _Field("size"),
     "max_timeout_rate_percent": _Field("number", minimum=0.0, maximum=100.0),

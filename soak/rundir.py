@@ -5,7 +5,9 @@ Layout::
     manifest.json     settings, versions, model hashes, host, target, times
     samples.jsonl     one sampler row per line
     requests.jsonl    one Locust request per line, written by the profile
-    locust/           Locust's CSV files, HTML report and log
+    events.jsonl      the profile's phases and its own status readings
+    locust/           Locust's CSV files, HTML report, log and usage figures
+    snapshots/        tracemalloc snapshots, when the gateway traced allocations
     gateway.log       the gateway's stdout and stderr
     media/            the audio the profile sends, as the gateway's media root
     summary.json      verdict and criteria
@@ -37,6 +39,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 REQUESTS = "requests.jsonl"
+EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
 JUNIT = "junit.xml"
 REPORT = "report.html"

@@ -1,23 +1,22 @@
-"""The runner: prepare models, start the gateway, sample it, run Locust, stop everything, judge.
+"""The runner: prepare models and audio, start (or find) the gateway, sample it, run Locust, stop everything, judge.
 
-One ``Runner`` carries out one run into one run folder. Whatever happens,
-the ``finally`` block stops the sampler, Locust and the gateway, each
-bounded in time, and writes the manifest. After success, a failed step,
-Ctrl+C or SIGTERM the run folder also gets its summary, junit.xml and
-report.html; an unexpected exception propagates after the cleanup.
+One ``Runner`` carries out one run of one profile into one run folder.
+Whatever happens, the ``finally`` block stops the sampler, the snapshot
+collector, Locust and a gateway the runner started, each bounded in time,
+and writes the manifest. After success, a failed step, Ctrl+C or SIGTERM
+the run folder also gets its summary, junit.xml and report.html; an
+unexpected exception propagates after the cleanup.
 
 The runner never imports the gateway, torch or funasr: the gateway runs as
 ``python -m gateway`` and Locust as ``python -m locust``, each in its own
-process group.
+process group. With ``--target`` it starts no gateway and stops none.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
-import shutil
-import socket
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,32 +24,35 @@ from typing import Any
 
 import httpx
 
-from soak.diagnosis import DIAGNOSIS
+from soak import plans
+from soak.allocator import allocator_env
+from soak.diagnosis import DIAGNOSIS, SNAPSHOTS_DIR
 from soak.errors import SoakError
 from soak.evaluate import evaluate_run
+from soak.loadgen import locust_command, locust_env, usage_summary
 from soak.manifest import build_manifest, hash_model_files, sha256_file
+from soak.media import write_media
 from soak.models import prepare_models
-from soak.processes import ManagedProcess, ignore_stop_signals, stop_signals_raise_keyboard_interrupt
+from soak.processes import ManagedProcess, free_port, ignore_stop_signals, stop_signals_raise_keyboard_interrupt
 from soak.report import write_comparison_outputs, write_run_outputs
 from soak.results import ComparisonResult, RunResult
 from soak.rundir import GATEWAY_LOG, MANIFEST, REQUESTS, SAMPLES, JsonlWriter, RunFolder
-from soak.sampler import ProcessTreeSource, Sampler, StatusSource
+from soak.sampler import ProcessTreeSource, Sampler, SampleSource, StatusSource
 from soak.settings import REPO_ROOT, RunSettings, RunTimes
+from soak.snapshots import SnapshotCollector, start_tracing
+from soak.target import ExternalGateway, Gateway, StartedGateway, read_status, wait_until_ready
 
 logger = logging.getLogger(__name__)
 
-PROFILES_DIR = REPO_ROOT / "profiles"
 DEFAULT_RUNS_DIR = REPO_ROOT / "reports" / "runs"
 
-READY_POLL_S = 0.25
-HTTP_TIMEOUT_S = 2.0
 # Locust gets this long past its own --run-time to write its CSV and HTML files.
 LOCUST_EXIT_GRACE_S = 30.0
+LOCUST_STOP_TIMEOUT_S = 10.0
 # GET /v1/debug/memory walks every object reachable from the gateway's
 # module-level containers; with tracemalloc on it also takes a snapshot,
 # which took 9 s for a 230 MB traced heap on a 2-core machine.
 DIAGNOSIS_TIMEOUT_S = 60.0
-CPU_WARNING_TEXT = "CPU usage above"
 
 
 class RunError(SoakError):
@@ -64,13 +66,18 @@ class Runner:
         self.settings = settings
         self.folder = folder
         self.times = RunTimes()
-        self.url: str | None = None
-        self.gateway: ManagedProcess | None = None
+        self.gateway: Gateway | None = None
         self.locust: ManagedProcess | None = None
         self.sampler: Sampler | None = None
+        self.snapshots: SnapshotCollector | None = None
         self._samples_writer: JsonlWriter | None = None
+        self._models_dir: Path | None = None
         self.manifest: dict[str, Any] = {}
         self._stopping = False
+
+    @property
+    def url(self) -> str | None:
+        return self.gateway.url if self.gateway else None
 
     def run(self) -> RunResult:
         """Carry out the run and write every output; KeyboardInterrupt is re-raised after the outputs.
@@ -82,6 +89,7 @@ class Runner:
         with stop_signals_raise_keyboard_interrupt():
             try:
                 self.settings.validate()
+                self.settings = plans.resolve(self.settings)
                 self._carry_out()
             except SoakError as exc:
                 error = str(exc)
@@ -108,6 +116,23 @@ class Runner:
         settings = self.settings
         self.manifest = build_manifest(settings.to_manifest(), REPO_ROOT)
 
+        identities = self._prepare_models() if settings.starts_gateway else []
+        self._prepare_media()
+
+        self._start_gateway()
+        self.times.ready_s = wait_until_ready(self.gateway, settings.ready_timeout_s)
+        logger.info("Gateway ready after %.1f s.", self.times.ready_s - self.times.started_s)
+        status = read_status(self.gateway.url)
+        identities = self._check_gateway_status(status, identities)
+
+        self._start_tracing_and_snapshots()
+        self._start_sampler()
+        self._run_locust(identities, status.get("cached_identities") or [])
+        logger.info("Sampling %.1f s more so that the end of the run is measured at rest.", settings.settle_s)
+        time.sleep(settings.settle_s)
+
+    def _prepare_models(self) -> list[str]:
+        settings = self.settings
         prepared = prepare_models(
             list(settings.gateway_command),
             settings.model,
@@ -130,108 +155,138 @@ class Runner:
             }
             for name in identities
         }
-        media_audio = self.folder.media_dir / settings.audio_path.name
-        shutil.copyfile(settings.audio_path, media_audio)
+        self._models_dir = prepared.models_dir
+        return identities
+
+    def _prepare_media(self) -> None:
+        long_files, varying_files = plans.media_needs(self.settings)
+        written = write_media(self.settings.audio_path, self.folder.media_dir, long_files=long_files, varying_files=varying_files)
+        speech = self.folder.media_dir / written[0]
         self.manifest["audio"] = {
-            "source": str(settings.audio_path),
-            "audio_url": media_audio.name,
-            "sha256": sha256_file(media_audio),
-            "size_bytes": media_audio.stat().st_size,
+            "source": str(self.settings.audio_path),
+            "audio_url": speech.name,
+            "sha256": sha256_file(speech),
+            "size_bytes": speech.stat().st_size,
+            "files": {name: (self.folder.media_dir / name).stat().st_size for name in written},
         }
 
-        self._start_gateway(prepared.models_dir)
-        self._wait_until_ready()
-        self._check_gateway_status(identities)
-
-        self._start_sampler()
-        self._run_locust(identities, media_audio.name)
-        logger.info("Sampling %.1f s more so that the end of the run is measured at rest.", settings.settle_s)
-        time.sleep(settings.settle_s)
-
-    def _start_gateway(self, models_dir: Path) -> None:
+    def _start_gateway(self) -> None:
         settings = self.settings
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        if not settings.starts_gateway:
+            self.gateway = ExternalGateway(settings.target_url, settings.target_pid)
+            self.gateway.start()
+            self.manifest["allocator"] = {"allocator": "unknown (a gateway the runner did not start)"}
+            self.manifest["target"] = self.gateway.manifest()
+            return
+
+        url = f"http://127.0.0.1:{free_port()}"
         command = [
             *settings.gateway_command,
             "serve",
             "--host", "127.0.0.1",
-            "--port", str(port),
+            "--port", url.rsplit(":", 1)[1],
             "--model", settings.model,
-            "--models-dir", str(models_dir),
+            "--models-dir", str(self._models_dir),
             "--media-root", str(self.folder.media_dir),
             "--cache-max-models", str(settings.cache_max_models),
             "--leaks", settings.leaks,
             "--log-level", "info",
-            # For GET /v1/debug/memory at the end of the load (loopback clients only).
+            # For the memory diagnosis, the session listing and tracemalloc snapshots (loopback clients only).
             "--debug-endpoints",
+            *plans.gateway_args(settings),
             *settings.gateway_args,
         ]
-        env = dict(os.environ)
-        if settings.malloc_arena_max is not None:
-            env["MALLOC_ARENA_MAX"] = str(settings.malloc_arena_max)
-        self.manifest["allocator"] = {
-            "MALLOC_ARENA_MAX": env.get("MALLOC_ARENA_MAX"),
-            "LD_PRELOAD": env.get("LD_PRELOAD"),
-        }
+        env, self.manifest["allocator"] = allocator_env(settings.allocator, settings.malloc_arena_max, dict(os.environ))
+        self.gateway = StartedGateway(url, command, self.folder.file(GATEWAY_LOG), env, REPO_ROOT)
+        self.gateway.start()
+        self.manifest["target"] = self.gateway.manifest()
 
-        self.gateway = ManagedProcess("gateway", command, self.folder.file(GATEWAY_LOG), env=env, cwd=REPO_ROOT)
-        try:
-            self.gateway.start()
-        except OSError as exc:
-            raise RunError(f"could not start the gateway ({' '.join(command)}): {exc}") from None
-        self.manifest["target"] = {"url": self.url, "pid": self.gateway.pid, "command": command}
-
-    def _wait_until_ready(self) -> None:
-        timeout_s = self.settings.ready_timeout_s
-        logger.info("Waiting up to %.0f s for %s/readyz.", timeout_s, self.url)
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT_S, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                exit_status = self.gateway.poll()
-                if exit_status is not None:
-                    raise RunError(
-                        f"the gateway exited with status {exit_status} before it was ready; "
-                        f"last lines of {self.gateway.log_path}:\n{self.gateway.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/readyz").status_code == 200:
-                        self.times.ready_s = time.time()
-                        logger.info("Gateway ready after %.1f s.", self.times.ready_s - self.times.started_s)
-                        return
-                time.sleep(READY_POLL_S)
-        raise RunError(
-            f"the gateway was not ready within {timeout_s:.0f} s (raise --ready-timeout-s if it loads slowly); "
-            f"last lines of {self.gateway.log_path}:\n{self.gateway.log_tail()}"
-        )
-
-    def _check_gateway_status(self, identities: list[str]) -> None:
-        try:
-            response = httpx.get(f"{self.url}/v1/status", timeout=HTTP_TIMEOUT_S, trust_env=False)
-            response.raise_for_status()
-            status = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise RunError(f"GET {self.url}/v1/status failed after readiness: {exc}") from None
-
-        self.manifest["target"]["gateway_version"] = status.get("version")
-        self.manifest["target"]["status_at_ready"] = status
+    def _check_gateway_status(self, status: dict[str, Any], identities: list[str]) -> list[str]:
+        """Record the status at readiness and return the model identities the profile may use."""
+        target = self.manifest["target"]
+        target["gateway_version"] = status.get("version")
+        target["status_at_ready"] = status
         available = status.get("models_available") or []
+
+        if not self.settings.starts_gateway:
+            identities = self._target_identities(status)
         missing = [name for name in identities if name not in available]
         if missing:
             raise RunError(
                 f"the gateway does not serve {', '.join(missing)} (it serves {', '.join(available) or 'nothing'}); "
                 "check --models-dir"
             )
+
         limit = status.get("models_cache_limit")
         if limit is not None and limit != self.settings.cache_max_models:
-            logger.warning(
-                "The gateway reports a cache bound of %s, not the %d this run passed; the criteria use %d.",
-                limit, self.settings.cache_max_models, self.settings.cache_max_models,
-            )
+            if self.settings.starts_gateway:
+                logger.warning(
+                    "The gateway reports a cache bound of %s, not the %d this run passed; the criteria use %d.",
+                    limit, self.settings.cache_max_models, self.settings.cache_max_models,
+                )
+            else:
+                self.settings = replace(self.settings, cache_max_models=int(limit))
+                self.manifest["settings"] = self.settings.to_manifest()
+        return identities
+
+    def _target_identities(self, status: dict[str, Any]) -> list[str]:
+        """Pick a target's model identities: its default model first, then the others it serves."""
+        available = list(status.get("models_available") or [])
+        cached = list(status.get("cached_identities") or [])
+        default = cached[0] if cached else (available[0] if available else self.settings.model)
+        identities = [default] + [name for name in available if name != default and name.startswith(default)]
+        if self.settings.profile == "memory":
+            limit = status.get("models_cache_limit") or self.settings.cache_max_models
+            needed = int(limit) + 2
+            if len(identities) < needed:
+                identities += [name for name in available if name not in identities]
+            if len(identities) < needed:
+                raise RunError(
+                    f"the memory profile needs {needed} model identities (the cache bound {limit} plus 2, so that the "
+                    f"cache has to evict), but the gateway at {self.url} serves {len(available)}; start it with a "
+                    "models folder prepared by `gateway models prepare --copies 4`"
+                )
+            identities = identities[:needed]
+        self.settings = replace(self.settings, model=default)
+        self.manifest["settings"] = self.settings.to_manifest()
+        self.manifest["model_identities"] = identities
+        self.manifest["models"] = {name: {"instance_bytes": self._target_model_bytes(name)} for name in identities}
+        return identities
+
+    def _target_model_bytes(self, name: str) -> int | None:
+        """Return a target model's instance size: --model-bytes, or the preset marker in the models folder."""
+        if self.settings.model_bytes is not None:
+            return self.settings.model_bytes
+        models_dir = self.settings.models_dir or (Path(os.environ["GATEWAY_MODELS_DIR"]) if os.environ.get("GATEWAY_MODELS_DIR") else None)
+        if models_dir is None:
+            return None
+        try:
+            return int(json.loads((models_dir / name / "preset.json").read_text(encoding="utf-8"))["instance_bytes"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _start_tracing_and_snapshots(self) -> None:
+        settings = self.settings
+        if not settings.tracemalloc_frames:
+            return
+        if not settings.starts_gateway:
+            try:
+                started = start_tracing(self.url, settings.tracemalloc_frames)
+            except httpx.HTTPError as exc:
+                raise RunError(
+                    f"could not start tracemalloc on the gateway at {self.url} ({exc}); it must run with "
+                    "--debug-endpoints and accept this host as a loopback client or its debug token"
+                ) from None
+            self.manifest["target"]["tracemalloc_started"] = started
+        self.snapshots = SnapshotCollector(self.url, self.folder.file(SNAPSHOTS_DIR), settings.snapshot_interval_s)
+        self.snapshots.start()
 
     def _start_sampler(self) -> None:
         writer = self.folder.jsonl_writer(SAMPLES)
-        sources = [ProcessTreeSource(self.gateway.pid), StatusSource(self.url)]
+        pid = self.gateway.pid
+        sources: list[SampleSource] = [StatusSource(self.url, rss_from_status=pid is None)]
+        if pid is not None:
+            sources.insert(0, ProcessTreeSource(pid))
         self.sampler = Sampler(
             sources,
             writer.write,
@@ -241,38 +296,17 @@ class Runner:
         self._samples_writer = writer
         self.sampler.start()
 
-    def _run_locust(self, identities: list[str], audio_url: str) -> None:
+    def _run_locust(self, identities: list[str], cached: list[str]) -> None:
         settings = self.settings
-        locust_dir = self.folder.locust_dir
-        command = [
-            *settings.locust_command,
-            "-f", str(PROFILES_DIR / f"{settings.profile}.py"),
-            "--headless",
-            "--host", self.url,
-            "-u", str(settings.users),
-            "-r", str(settings.users),
-            "--run-time", f"{int(settings.timeout_s)}s",
-            "--csv", str(locust_dir / "stats"),
-            "--html", str(locust_dir / "report.html"),
-            "--only-summary",
-            *settings.locust_args,
-        ]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            "SOAK_REQUESTS": str(settings.requests),
-            "SOAK_MODELS": ",".join(identities),
-            "SOAK_AUDIO_URL": audio_url,
-            "SOAK_PAUSE_S": str(settings.pause_s),
-            "SOAK_REQUESTS_LOG": str(self.folder.file(REQUESTS)),
-        }
-        self.locust = ManagedProcess("locust", command, locust_dir / "locust.log", env=env, cwd=REPO_ROOT)
+        plan = plans.locust_plan(settings, identities, cached, self.folder.media_dir)
+        command = locust_command(settings, plan, self.url, self.folder)
+        self.locust = ManagedProcess("locust", command, self.folder.locust_dir / "locust.log", env=locust_env(plan, self.folder), cwd=REPO_ROOT)
         self.times.load_started_s = time.time()
         try:
             self.locust.start()
         except OSError as exc:
             raise RunError(f"could not start Locust ({' '.join(command)}): {exc}") from None
-        self.manifest["locust"] = {"command": command, "pid": self.locust.pid}
+        self.manifest["locust"] = {"command": command, "pid": self.locust.pid, "profile_env": plan.env}
 
         exit_status = self.locust.wait(settings.timeout_s + LOCUST_EXIT_GRACE_S)
         self.times.load_ended_s = time.time()
@@ -289,7 +323,7 @@ class Runner:
             )
 
     def _stop_everything(self) -> None:
-        """Stop the sampler, Locust and the gateway; each step is bounded in time and runs once."""
+        """Stop the sampler, the snapshots, Locust and the gateway; each step is bounded in time and runs once."""
         if self._stopping:
             return
         self._stopping = True
@@ -299,24 +333,24 @@ class Runner:
             if self._samples_writer is not None:
                 self._samples_writer.close()
 
+            if self.snapshots is not None:
+                self.snapshots.stop()
+                self.manifest["snapshots"] = self.snapshots.manifest()
+
             if self.locust is not None:
-                self.locust.stop(timeout_s=10.0)
-                log = self.locust.log_tail(chars=1_000_000)
-                self.manifest.setdefault("locust", {})["cpu_warning"] = CPU_WARNING_TEXT in log
+                self.locust.stop(timeout_s=LOCUST_STOP_TIMEOUT_S)
+                usage = usage_summary(self.folder, self.locust.log_tail(chars=1_000_000))
+                self.manifest.setdefault("locust", {}).update(usage)
+                if usage["cpu_saturated"]:
+                    logger.warning("The load generator was CPU-saturated (peak %s %% of a core); the report flags it.", usage["cpu_percent_max"])
 
             # After the sampler's final sample, so that the walk's own
             # allocations stay out of the RSS that the criteria judge.
-            if self.gateway is not None and self.gateway.poll() is None and self.times.load_started_s is not None:
+            if self.gateway is not None and self.gateway.exit_status() is None and self.times.load_started_s is not None:
                 self._fetch_diagnosis()
 
             if self.gateway is not None:
-                exited_before_stop = self.gateway.poll() is not None
-                outcome = self.gateway.stop(timeout_s=self.settings.stop_timeout_s)
-                self.manifest["gateway"] = {
-                    "exit_code": self.gateway.process.returncode if self.gateway.process else None,
-                    "stopped_by": outcome,
-                    "exited_before_stop": exited_before_stop,
-                }
+                self.manifest["gateway"] = self.gateway.stop(timeout_s=self.settings.stop_timeout_s)
 
     def _fetch_diagnosis(self) -> None:
         """Save GET /v1/debug/memory as diagnosis.json; a failure is recorded, never raised."""
@@ -347,19 +381,19 @@ def run_once(
     settings: RunSettings, out: Path | None = None, runs_dir: Path = DEFAULT_RUNS_DIR
 ) -> tuple[RunFolder, RunResult]:
     """Carry out one run into ``out`` or a new timestamped folder under ``runs_dir``."""
-    folder = RunFolder.at(out) if out else RunFolder.create(runs_dir, settings.profile, settings.leaks)
+    folder = RunFolder.at(out) if out else RunFolder.create(runs_dir, settings.run_label, settings.leaks)
     logger.info("Run folder: %s", folder.path)
     return folder, Runner(settings, folder).run()
 
 
 def run_comparison(
-    settings: RunSettings, out: Path | None = None, runs_dir: Path = DEFAULT_RUNS_DIR
+    settings: RunSettings, out: Path | None = None, runs_dir: Path = DEFAULT_RUNS_DIR, leaky_leaks: str = "all"
 ) -> tuple[RunFolder, ComparisonResult]:
-    """Run the profile with every leak on, then with none, and judge them together.
+    """Run the profile with leaks on (``leaky_leaks``, all by default), then with none, and judge them together.
 
     Both run folders live inside one comparison folder, as ``leaky/`` and ``fixed/``.
     """
-    folder = RunFolder.at(out) if out else RunFolder.create(runs_dir, settings.profile, "compare")
+    folder = RunFolder.at(out) if out else RunFolder.create(runs_dir, settings.run_label, "compare")
     logger.info("Comparison folder: %s", folder.path)
     folder.write_json(
         MANIFEST,
@@ -367,11 +401,12 @@ def run_comparison(
             "kind": "comparison",
             "profile": settings.profile,
             "settings": settings.to_manifest(),
+            "leaky_leaks": leaky_leaks,
             "runs": {"leaky": "leaky", "fixed": "fixed"},
         },
     )
 
-    leaky = Runner(replace(settings, leaks="all"), RunFolder.at(folder.path / "leaky")).run()
+    leaky = Runner(replace(settings, leaks=leaky_leaks), RunFolder.at(folder.path / "leaky")).run()
     fixed = Runner(replace(settings, leaks="none"), RunFolder.at(folder.path / "fixed")).run()
     return folder, write_comparison(folder, leaky, fixed)
 
@@ -380,10 +415,3 @@ def write_comparison(folder: RunFolder, leaky: RunResult, fixed: RunResult) -> C
     comparison = ComparisonResult(profile=fixed.profile, comparison_dir=folder.path.name, leaky=leaky, fixed=fixed)
     write_comparison_outputs(folder, comparison, run_links={"leaky": "leaky/report.html", "fixed": "fixed/report.html"})
     return comparison
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -2,7 +2,8 @@
 
 At every tick it reads the gateway's process tree with psutil (the root
 process and all its descendants, never the sampler's own process) and the
-gateway's ``GET /v1/status``. A failed status read is recorded in the row and
+gateway's ``GET /v1/status``. For a gateway on another host (no PID) it
+reads the status alone and takes RSS from the gateway's own figure. A failed status read is recorded in the row and
 sampling goes on, because a gateway whose event loop is blocked is exactly
 what a leaky run can produce.
 
@@ -137,11 +138,17 @@ def sum_process_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class StatusSource:
-    """Reads ``GET /v1/status`` with a short timeout; a failure becomes ``status_error``."""
+    """Reads ``GET /v1/status`` with a short timeout; a failure becomes ``status_error``.
 
-    def __init__(self, base_url: str, timeout_s: float = STATUS_TIMEOUT_S) -> None:
+    With ``rss_from_status`` (a remote gateway without a PID to sample) the
+    sample's ``rss_bytes`` is the gateway's own ``rss_bytes`` figure, and
+    ``rss_source`` says so; a failed read leaves it ``None``.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = STATUS_TIMEOUT_S, *, rss_from_status: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.rss_from_status = rss_from_status
         self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, trust_env=False)
 
     def read(self) -> dict[str, Any]:
@@ -161,7 +168,11 @@ class StatusSource:
         except ValueError as exc:
             error = f"GET /v1/status returned invalid JSON: {exc}"
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        return {"status": status, "status_error": error, "status_latency_ms": latency_ms}
+        row: dict[str, Any] = {"status": status, "status_error": error, "status_latency_ms": latency_ms}
+        if self.rss_from_status:
+            row["rss_bytes"] = status.get("rss_bytes") if status else None
+            row["rss_source"] = "status"
+        return row
 
     def close(self) -> None:
         self._client.close()

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from soak.analysis import RunData
 from soak.evaluate.memory import evaluate_memory
+from soak.evaluate.patterns import evaluate_patterns
+from soak.evaluate.sessions import evaluate_sessions
+from soak.evaluate.soak_profile import evaluate_soak
+from soak.evaluate.workers import evaluate_workers
 from soak.findings import add_memory_findings
 from soak.results import RunResult
 from soak.rundir import RunFolder, RunFolderError
@@ -20,6 +24,10 @@ Evaluator = Callable[[RunData, "Path | None"], RunResult]
 
 EVALUATORS: dict[str, Evaluator] = {
     "memory": evaluate_memory,
+    "workers": evaluate_workers,
+    "sessions": evaluate_sessions,
+    "soak": evaluate_soak,
+    "patterns": evaluate_patterns,
 }
 
 

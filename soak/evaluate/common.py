@@ -30,8 +30,12 @@ def profile_criteria(data: RunData, criteria_path: Path | None, profile: str) ->
     return load_criteria(criteria_path, profile)
 
 
-def new_result(data: RunData, profile: str, requests_planned: int) -> RunResult:
-    """Start a run's result with its counts, latency and the warnings every profile shares; no criteria yet."""
+def new_result(data: RunData, profile: str, requests_planned: int, rows: list[dict[str, Any]] | None = None) -> RunResult:
+    """Start a run's result with its counts, latency and the warnings every profile shares; no criteria yet.
+
+    ``rows`` are the requests that the counts and latency cover (default: the planned, indexed requests).
+    """
+    rows = data.requests if rows is None else rows
     manifest = data.manifest
     settings = manifest.get("settings", {})
     times = manifest.get("times", {})
@@ -43,9 +47,9 @@ def new_result(data: RunData, profile: str, requests_planned: int) -> RunResult:
         verdict="ERROR",
         criteria=[],
         requests_planned=requests_planned,
-        requests_completed=len(data.requests),
-        requests_failed=sum(1 for row in data.requests if not row.get("ok")),
-        latency=summarize_latency(data.requests),
+        requests_completed=len(rows),
+        requests_failed=sum(1 for row in rows if not row.get("ok")),
+        latency=summarize_latency(rows),
         started_at=times.get("started_at"),
         ended_at=times.get("ended_at"),
         error=manifest.get("error"),
@@ -174,6 +178,26 @@ def first_sample_after(samples: list[dict[str, Any]], time_s: float) -> dict[str
         if row["time_s"] >= time_s:
             return row
     return None
+
+
+def status_readings(data: RunData, event_name: str, *keys: str) -> list[tuple[float, dict[str, Any]]]:
+    """Return every successful status reading with ``keys``, as (answered time, figures), oldest first.
+
+    Readings come from two independent readers: the sampler (``samples.jsonl``,
+    a 0.5 s timeout) and the profile itself (``event_name`` rows of
+    ``events.jsonl``, with a longer timeout). A reading counts at the time its
+    answer arrived, because a blocked gateway answers late.
+    """
+    readings = []
+    for row in data.samples:
+        status = row.get("status")
+        if status and all(status.get(key) is not None for key in keys):
+            answered_s = row["time_s"] + (row.get("status_latency_ms") or 0.0) / 1000
+            readings.append((answered_s, {key: status[key] for key in keys}))
+    for row in data.events_named(event_name):
+        if row.get("error") is None and all(row.get(key) is not None for key in keys):
+            readings.append((row.get("answered_s", row["time_s"]), {key: row[key] for key in keys}))
+    return sorted(readings, key=lambda reading: reading[0])
 
 
 def shared_warnings(data: RunData) -> list[str]:
