@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import ForbiddenPathError, SettingsError
 from gateway.url_allowlist import UrlAllowlist, parse_allowlist
-from tests.reliability.conftest import SPEECH_WAV, assert_at_rest
+from tests.reliability.conftest import SPEECH_WAV, assert_at_rest, rss_baseline
 from tests.reliability.listeners import LoopbackListener, Reply, SeenRequest
 from tests.servers import free_port
 
@@ -222,7 +222,7 @@ def network(module_gateway):
             "--max-upload-bytes", str(MAX_UPLOAD_BYTES),
             "--download-timeout-s", str(DOWNLOAD_TIMEOUT_S),
         )
-        yield server, listeners
+        yield server, listeners, rss_baseline(server)
     finally:
         for listener in listeners.values():
             listener.__exit__(None, None, None)
@@ -237,7 +237,7 @@ def transcribe_url(server, url: str) -> httpx.Response:
 
 
 def test_allowed_url_downloads(network):
-    server, listeners = network
+    server, listeners, _ = network
     before = listeners["allowed"].accepted
 
     response = transcribe_url(server, listeners["allowed"].url())
@@ -248,7 +248,7 @@ def test_allowed_url_downloads(network):
 
 
 def test_allowed_name_sends_its_host_header(network):
-    server, listeners = network
+    server, listeners, _ = network
     allowed = listeners["allowed"]
 
     response = transcribe_url(server, f"http://localhost:{allowed.port}/speech.wav")
@@ -258,7 +258,7 @@ def test_allowed_name_sends_its_host_header(network):
 
 
 def test_redirect_within_allowed_host_followed(network):
-    server, listeners = network
+    server, listeners, _ = network
     before = listeners["allowed"].accepted
 
     response = transcribe_url(server, listeners["allowed"].url("/to-self"))
@@ -303,7 +303,7 @@ def rejected_urls(listeners: dict[str, LoopbackListener]) -> list[tuple[str, str
 
 
 def test_rejected_urls_cause_no_connection(network):
-    server, listeners = network
+    server, listeners, _ = network
     failures = []
 
     for url, fragment in rejected_urls(listeners):
@@ -341,7 +341,7 @@ def test_rejected_urls_cause_no_connection(network):
     ],
 )
 def test_download_failures(network, path, status, code, fragment):
-    server, listeners = network
+    server, listeners, _ = network
 
     response = transcribe_url(server, listeners["allowed"].url(path))
 
@@ -352,7 +352,7 @@ def test_download_failures(network, path, status, code, fragment):
 
 
 def test_allowed_port_without_server_is_download_failed(network):
-    server, listeners = network
+    server, listeners, _ = network
 
     response = transcribe_url(server, f"http://127.0.0.1:{CLOSED_PORT}/speech.wav")
 
@@ -362,8 +362,8 @@ def test_allowed_port_without_server_is_download_failed(network):
 
 
 def test_downloads_leave_nothing_behind(network):
-    server, listeners = network
+    server, _, baseline = network
 
-    status = assert_at_rest(server, None, "url allowlist and downloads")
+    status = assert_at_rest(server, baseline, "URL allowlist, redirects and downloads")
 
     assert status["downloads_completed_total"] >= 3
