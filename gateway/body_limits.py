@@ -120,6 +120,7 @@ class BodyLimits:
 
 
 async def _send_error(send: Send, error: GatewayError) -> None:
+    # Imported here because gateway.app imports this module.
     from gateway.app import error_response
 
     response = error_response(error)

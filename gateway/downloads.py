@@ -106,7 +106,7 @@ class Downloader:
 
     async def _follow(self, target: Target, body: bytearray) -> None:
         first_url = target.url
-        for hop in range(MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             location = await self._fetch_hop(target, body)
             if location is None:
                 return

@@ -34,6 +34,8 @@ GAUGES = {
     "retained_futures": ("retained_futures", "Futures kept after their task ended (0 when fixed)."),
     "sessions_open": ("sessions_open", "Open streaming sessions."),
     "sessions_buffered_bytes": ("sessions_buffered_bytes", "Audio bytes buffered by open sessions."),
+    "downloads_active": ("downloads_active", "Downloads of audio_url in progress."),
+    "downloads_buffered_bytes": ("downloads_buffered_bytes", "Bytes received so far by downloads in progress."),
     "uptime_s": ("uptime_seconds", "Seconds since the gateway started."),
 }
 COUNTERS = {
