@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import select
 import socket
+import time
 
 import httpx
 import numpy as np
@@ -361,11 +363,17 @@ def test_form_with_many_fields(gateway):
 # -- request bodies over the limit, and slow ones ---------------------------------
 
 
-def raw_exchange(server, head: bytes, body_parts: list[bytes] = (), read_timeout_s: float = 30.0) -> bytes:
-    """Send ``head`` and the body parts on one raw connection; return what the gateway sent back."""
+def raw_exchange(
+    server, head: bytes, body_parts: list[bytes] = (), read_timeout_s: float = 30.0, pause_s: float = 0.0
+) -> bytes:
+    """Send ``head`` and the body parts on one raw connection, ``pause_s`` apart; return what came back."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=read_timeout_s) as connection:
         connection.sendall(head)
         for part in body_parts:
+            time.sleep(pause_s)
+            # Stop sending once the gateway has responded: more data after its close would make it reset the connection.
+            if select.select([connection], [], [], 0)[0]:
+                break
             try:
                 connection.sendall(part)
             except OSError:
@@ -433,15 +441,17 @@ def test_slow_body_times_out(gateway):
     assert b"--upload-timeout-s" in reply
 
 
-def test_slow_multipart_upload_times_out(gateway):
+def test_trickled_upload_times_out(gateway):
     server, _ = gateway
     head = (
         "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
         "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n"
     ).encode()
     opening = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+    # One byte every 50 ms for at most 10 s: the body keeps moving but never completes within the 2 s timeout.
+    trickle = [SPEECH_WAV[index:index + 1] for index in range(200)]
 
-    reply = raw_exchange(server, head, [opening, SPEECH_WAV[:1000]])
+    reply = raw_exchange(server, head, [opening, *trickle], pause_s=0.05)
 
     assert status_line(reply) == "HTTP/1.1 408 Request Timeout", reply[:300]
 
