@@ -1,4 +1,4 @@
-"""Loopback HTTP listeners that count accepted connections and answer with scripted responses.
+"""Loopback HTTP listeners that count accepted connections and send scripted responses.
 
 A test starts one per "host" it needs (an allowed one, a disallowed one) on
 127.0.0.1 or ::1 with a free port, and asserts from ``accepted`` whether the

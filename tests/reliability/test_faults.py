@@ -237,7 +237,7 @@ def send(server: GatewayServer, payload: bytes) -> socket.socket:
 
 
 def vanish(connection: socket.socket) -> None:
-    """Reset the connection (RST, not FIN) without reading the answer, as a crashed client would."""
+    """Reset the connection (RST, not FIN) without reading the response, as a crashed client would."""
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     connection.close()
 

@@ -1,9 +1,9 @@
 """Load: 400 concurrent connections at the transcription endpoint of a loopback gateway.
 
-Past ``workers + max queue`` admitted tasks every request must get 503 with
-Retry-After at once, while the workers are still busy; every admitted request
-must finish within its task timeout (no 504); afterwards the gateway must be
-at rest with RSS within the stated margin.
+Past ``workers + max queue`` admitted tasks, every request must get 503 with
+Retry-After at once, while the workers are still busy. Every admitted request
+must finish within its task timeout (no 504). Afterwards the gateway must be
+at rest, with RSS within the margin that ``assert_at_rest`` states.
 """
 
 from __future__ import annotations

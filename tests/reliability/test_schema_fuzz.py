@@ -1,8 +1,8 @@
 """schemathesis against the gateway's OpenAPI schema: no 5xx, no crash, no growth.
 
 Each operation gets a bounded number of generated requests, both valid and
-invalid for the schema (``max_examples`` below; the ``soak`` variant runs ten
-times as many). The gateway has debug endpoints on, so those are fuzzed too.
+invalid for the schema. The default run sends up to 25 per operation, and
+the ``soak`` variant up to ten times as many. The gateway has debug endpoints on, so those are fuzzed too.
 """
 
 from __future__ import annotations
