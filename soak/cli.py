@@ -14,7 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from soak import __version__
-from soak.baseline import DEFAULT_TOLERANCE, BaselineError, Tolerance, compare_with_baseline, load_baseline, parse_tolerances
+from soak.baseline import (
+    DEFAULT_TOLERANCE,
+    BaselineError,
+    Tolerance,
+    compare_with_baseline,
+    figure_tolerances_text,
+    load_baseline,
+    parse_tolerances,
+)
 from soak.errors import SoakError
 from soak.evaluate import evaluate_run
 from soak.report import format_comparison, format_run, write_run_outputs
@@ -97,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "than the baseline's by more than the tolerance makes the report exit 1")
     report.add_argument("--tolerance", action="append", default=[], metavar="PERCENT|KEY=PERCENT",
                         help="allowed worsening against the baseline, in percent of the baseline value or of the "
-                        f"criterion's limit when that is larger (default {DEFAULT_TOLERANCE * 100:g}; latency figures "
-                        "50); KEY=PERCENT sets one figure, such as rss_after_profile=5; repeatable")
+                        f"criterion's limit when that is larger (default {DEFAULT_TOLERANCE * 100:g}, and "
+                        f"{figure_tolerances_text()}); KEY=PERCENT sets one figure, such as rss_after_profile=10; "
+                        "repeatable")
     return parser
 
 

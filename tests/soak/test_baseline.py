@@ -47,7 +47,8 @@ def test_tolerances_parse_default_and_keys():
     assert tolerance.default == 0.05
     assert tolerance.for_key("rss_after_profile") == 0.02
     assert tolerance.for_key("latency_p95_ms") == 0.8
-    assert tolerance.for_key("latency_p50_ms") == 0.5
+    assert tolerance.for_key("latency_p50_ms") == 1.0
+    assert tolerance.for_key("rss_growth_per_request") == 0.5
     assert parse_tolerances([]).default == DEFAULT_TOLERANCE
 
 
