@@ -1,4 +1,4 @@
-"""nox sessions: ``tests`` (pytest) and ``soak`` (the CI gate: leaky against fixed memory runs).
+"""nox sessions: ``tests`` (pytest) and ``soak`` (the CI gate: every profile, plus the leaky memory reference).
 
 Both use nox's default backend, virtualenv + pip, never uv: pip here reads a
 local wheel store that has the CPU build of torch 2.13.0, while uv would
@@ -19,13 +19,7 @@ nox.options.sessions = ["tests"]
 PYTHON = "3.11" if shutil.which("python3.11") else None
 INSTALL_ARGS = ("-c", "constraints.txt", "-e", ".[dev]")
 
-# Requests per run in the CI gate. The fixed gateway's RSS settles over the
-# first few dozen model loads (glibc arenas of the worker threads reach their
-# high-water mark), so 60 requests give the growth-per-request interval a
-# wide margin under its limit where 30 left it thin.
-CI_REQUESTS = "60"
-
-# Exit status of `soak compare` when a run could not be carried out.
+# Exit status of `soak gate` when a part could not be carried out.
 SOAK_EXIT_NOT_CARRIED_OUT = 2
 
 
@@ -38,19 +32,20 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """Run the memory profile with every leak on, then fixed, and fail unless only the leaky run fails.
+    """Run the CI gate: every profile against the fixed gateway, and the memory profile's leaky reference.
 
-    posargs go to ``soak compare memory`` after the defaults, for example ``-- --requests 40``.
+    It passes only when every fixed run passes and the leaky reference fails.
+    posargs go to ``soak gate``, for example ``-- --profiles memory,workers`` or ``-- --compress 60``.
     """
     session.install(*INSTALL_ARGS)
     session.run("gateway", "models", "prepare", "--size", "50mb", "--copies", "4")
     try:
-        session.run("soak", "compare", "memory", "--requests", CI_REQUESTS, *session.posargs)
+        session.run("soak", "gate", *session.posargs)
     except nox.command.CommandFailed as failure:
-        # nox ends a failed session with status 1. A run that could not be
+        # nox ends a failed session with status 1. A part that could not be
         # carried out exits 2 instead, so that CI can tell a broken setup from
         # a failed criterion. SystemExit ends nox at once, without its summary.
         if failure.return_code == SOAK_EXIT_NOT_CARRIED_OUT:
-            session.log("soak compare could not carry out a run (exit status 2); nox exits with status 2.")
+            session.log("soak gate could not carry out a part (exit status 2); nox exits with status 2.")
             raise SystemExit(SOAK_EXIT_NOT_CARRIED_OUT) from None
         raise

@@ -126,11 +126,16 @@ class JsonlLog:
 class RequestLog(JsonlLog):
     """Writes one ``requests.jsonl`` row per Locust request event.
 
-    Request context keys ``index``, ``config_id``, ``model`` and ``phase``
-    (passed with ``context=`` on the request) are copied into the row. The
-    row is written when the response has arrived, so a reader watching the
-    file (the sampler) sees each completion at once.
+    Request context keys ``index``, ``config_id``, ``model``, ``phase`` and
+    ``lag_s`` (passed with ``context=`` on the request) are copied into the row, and
+    ``process`` names the Locust process that sent it. The row is written
+    when the response has arrived, so a reader watching the file (the
+    sampler) sees each completion at once.
     """
+
+    def __init__(self, path: Path, environment: Environment | None = None) -> None:
+        super().__init__(path)
+        self.environment = environment
 
     def on_request(
         self,
@@ -161,6 +166,8 @@ class RequestLog(JsonlLog):
                 "model": context.get("model"),
                 "config_id": context.get("config_id"),
                 "phase": context.get("phase"),
+                "lag_s": context.get("lag_s"),
+                "process": process_role(self.environment) if self.environment is not None else None,
                 "error": describe_error(exception),
                 "error_code": error_code(response) if status >= 400 else None,
             }
@@ -210,7 +217,7 @@ def install_request_log(environment: Environment) -> RequestLog | None:
     path = os.environ.get(REQUESTS_LOG_ENV)
     if not path:
         return None
-    log = RequestLog(Path(path))
+    log = RequestLog(Path(path), environment)
     environment.events.request.add_listener(log.on_request)
     environment.events.quitting.add_listener(lambda **_: log.close())
     return log

@@ -36,6 +36,8 @@ from gevent.lock import Semaphore
 from locust import events
 from locust.env import Environment
 
+from profiles.figures import format_figure, sparkline, status_text, with_limit
+
 logger = logging.getLogger(__name__)
 
 TAB_KEY = "gateway"
@@ -44,8 +46,6 @@ STATUS_TIMEOUT_S = 1.5
 # 600 readings at one per 2 s cover the last 20 minutes.
 MAX_READINGS = 600
 SPARKLINE_READINGS = 40
-SPARK_LEVELS = "▁▂▃▄▅▆▇█"
-MIB = 1024 * 1024
 CHART_PAGE = Path(__file__).with_name("static") / "gateway.html"
 
 # (status key, label, unit): the figures of the tab's table, in order.
@@ -156,43 +156,6 @@ class GatewayReadings:
                 }
             )
         return rows
-
-
-def status_text(reading: dict[str, Any]) -> str:
-    if not reading:
-        return "no reading yet"
-    if reading.get("error"):
-        return reading["error"]
-    leaks = reading.get("leaks") or []
-    return f"{reading.get('status')}, leaks: {', '.join(leaks) if leaks else 'none'}"
-
-
-def with_limit(text: str, reading: dict[str, Any], key: str) -> str:
-    limit_key = {"workers_active": "workers_max", "queue_depth": "queue_limit"}.get(key)
-    if limit_key and text and reading.get(limit_key) is not None:
-        return f"{text} of {reading[limit_key]}"
-    return text
-
-
-def format_figure(value: float | None, unit: str) -> str:
-    if value is None:
-        return ""
-    if unit == "MiB":
-        return f"{value / MIB:,.1f} MiB"
-    if unit == "ms":
-        return f"{value:,.0f} ms"
-    return f"{value:,.0f}"
-
-
-def sparkline(values: list[float]) -> str:
-    """Draw values as a line of block characters, lowest to highest."""
-    if not values:
-        return ""
-    low, high = min(values), max(values)
-    if high == low:
-        return SPARK_LEVELS[0] * len(values)
-    steps = len(SPARK_LEVELS) - 1
-    return "".join(SPARK_LEVELS[round((value - low) / (high - low) * steps)] for value in values)
 
 
 def install(environment: Environment) -> GatewayReadings | None:

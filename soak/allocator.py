@@ -40,19 +40,26 @@ def find_jemalloc(patterns: tuple[str, ...] = JEMALLOC_PATTERNS) -> Path | None:
 
 
 def allocator_env(
-    allocator: str, malloc_arena_max: int | None, base_env: dict[str, str], *, jemalloc_path: Path | None = None
+    allocator: str,
+    malloc_arena_max: int | None,
+    base_env: dict[str, str],
+    *,
+    jemalloc_patterns: tuple[str, ...] = JEMALLOC_PATTERNS,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Return the gateway's environment for the allocator, and the manifest's record of it."""
+    """Return the gateway's environment for the allocator, and the manifest's record of it.
+
+    ``jemalloc_patterns`` are the glob patterns searched for the library.
+    """
     env = dict(base_env)
     if malloc_arena_max is not None:
         env["MALLOC_ARENA_MAX"] = str(malloc_arena_max)
 
     if allocator == "jemalloc":
-        library = jemalloc_path or find_jemalloc()
+        library = find_jemalloc(jemalloc_patterns)
         if library is None:
             raise AllocatorError(
                 f"--allocator jemalloc needs {JEMALLOC_LIBRARY}, which was not found under "
-                f"{', '.join(JEMALLOC_PATTERNS)}; install it (Debian and Ubuntu: apt-get install -y libjemalloc2) "
+                f"{', '.join(jemalloc_patterns)}; install it (Debian and Ubuntu: apt-get install -y libjemalloc2) "
                 "or run with --allocator glibc"
             )
         preload = [entry for entry in env.get("LD_PRELOAD", "").split(os.pathsep) if entry]

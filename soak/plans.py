@@ -82,7 +82,8 @@ def expected_run_time_s(settings: RunSettings) -> float:
     if settings.profile == "sessions":
         return settings.sessions * 3.0 + settings.session_ttl_s + settings.sweep_interval_s + SESSIONS_CLEANUP_GRACE_S
     if settings.profile == "soak":
-        return settings.soak_minutes * 60.0 / settings.compress + SOAK_DRAIN_S
+        # The profile leaves a late schedule half its length again (see profiles/soak.py).
+        return settings.soak_minutes * 60.0 / settings.compress * 1.5 + SOAK_DRAIN_S
     if settings.profile == "patterns":
         return 300.0
     return 480.0
@@ -100,6 +101,17 @@ def gateway_args(settings: RunSettings) -> list[str]:
     if settings.tracemalloc_frames:
         args += ["--tracemalloc-frames", str(settings.tracemalloc_frames), "--tracemalloc-start", settings.tracemalloc_start]
     return args
+
+
+def samples_after_requests(settings: RunSettings) -> bool:
+    """Return whether the sampler also samples right after each request.
+
+    The per-request RSS series of the memory and patterns profiles need a
+    sample within a pause of each request. The other profiles are judged over
+    time, where 1 s samples suffice, and a soak's 6 requests per second would
+    otherwise add 6 process-tree reads per second.
+    """
+    return settings.profile in ("memory", "patterns")
 
 
 def media_needs(settings: RunSettings) -> tuple[bool, bool]:

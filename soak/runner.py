@@ -230,10 +230,13 @@ class Runner:
         return identities
 
     def _target_identities(self, status: dict[str, Any]) -> list[str]:
-        """Pick a target's model identities: its default model first, then the others it serves."""
+        """Pick a target's model identities: --model (or the model it has loaded) first, then its copies and others."""
         available = list(status.get("models_available") or [])
         cached = list(status.get("cached_identities") or [])
-        default = cached[0] if cached else (available[0] if available else self.settings.model)
+        if self.settings.model in available:
+            default = self.settings.model
+        else:
+            default = cached[0] if cached else (available[0] if available else self.settings.model)
         identities = [default] + [name for name in available if name != default and name.startswith(default)]
         if self.settings.profile == "memory":
             limit = status.get("models_cache_limit") or self.settings.cache_max_models
@@ -291,7 +294,7 @@ class Runner:
             sources,
             writer.write,
             interval_s=self.settings.sample_interval_s,
-            trigger_path=self.folder.file(REQUESTS),
+            trigger_path=self.folder.file(REQUESTS) if plans.samples_after_requests(self.settings) else None,
         )
         self._samples_writer = writer
         self.sampler.start()

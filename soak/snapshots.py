@@ -81,6 +81,7 @@ class SnapshotCollector:
         except httpx.HTTPError as exc:
             return self._failed(name, f"GET {SNAPSHOT_PATH} failed: {type(exc).__name__}: {exc}")
 
+        self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / name
         temporary = target.with_name(target.name + ".tmp")
         temporary.write_bytes(response.content)

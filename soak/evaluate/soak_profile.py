@@ -65,6 +65,7 @@ def evaluate_soak(data: RunData, criteria_path: Path | None = None) -> RunResult
         origin_s = float(data.manifest["times"]["load_started_s"])
         result.trend = memory_trend([origin_s + value for value in x_s], rss, {}, data.samples, data.manifest, criteria,
                                     per_hour_criterion=LEAK_VERDICT)
+    result.warnings += schedule_warnings(data, compress, float(settings.get("requests_per_min") or 1.0))
     if trend.tolerated:
         result.warnings.append(
             "The leak verdict over time is INCONCLUSIVE and does not decide the run (fail_on_inconclusive_leak_verdict "
@@ -153,3 +154,19 @@ def judge_trend(x_s: list[float], rss: list[int], compress: float, criteria: Cri
     tolerated = verdict.verdict == "INCONCLUSIVE" and not criteria.fail_on_inconclusive_leak_verdict
     return CriterionResult(LEAK_VERDICT, title, verdict.verdict, slope_per_hour, limit_per_hour, "bytes/hour",
                            reason, details, tolerated=tolerated)
+
+
+def schedule_warnings(data: RunData, compress: float, requests_per_min: float) -> list[str]:
+    """Warn when requests went out later than due, so the run compressed the day less than it claims."""
+    lags_s = sorted(row["lag_s"] for row in data.requests if row.get("lag_s") is not None)
+    if not lags_s:
+        return []
+    interval_s = 60.0 / (requests_per_min * compress)
+    median_s = lags_s[len(lags_s) // 2]
+    if median_s <= interval_s:
+        return []
+    return [
+        f"The schedule fell behind: the median request went out {median_s:.1f} s after it was due (the longest "
+        f"{lags_s[-1]:.1f} s), against {interval_s:.2f} s between due times. The gateway or the machine could not "
+        f"keep up with --compress {compress:g}; the run covered the simulated day at a lower rate."
+    ]

@@ -41,6 +41,8 @@ def prepare(args: argparse.Namespace) -> int:
         folder = models_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.bin").write_bytes(name.encode())
+        # The real gateway's marker, from which a runner driving a running gateway reads the instance size.
+        (folder / "preset.json").write_text(json.dumps({"name": name, "instance_bytes": FAKE_INSTANCE_BYTES}))
         models[name] = {"path": str(folder), "instance_bytes": FAKE_INSTANCE_BYTES}
     print("Notice: a library printed this line to stdout before the JSON.")
     print(json.dumps({"models_dir": str(models_dir), "models": models}, indent=2))
@@ -121,7 +123,8 @@ def serve(args: argparse.Namespace) -> int:
                     "schema_version": 1, "status": "OK", "version": "fake", "pid": os.getpid(),
                     "leaks": leaks, "models_cached": len(cache.entries), "models_cache_limit": args.cache_max_models,
                     "models_available": available, "retained_futures": 0, "workers_active": 0, "queue_depth": 0,
-                    "sessions_open": 0, "sessions_buffered_bytes": 0,
+                    "sessions_open": 0, "sessions_buffered_bytes": 0, "rss_bytes": own_rss_bytes(),
+                    "cached_identities": [key for key in cache.entries if key in available] or [args.model],
                 })
             else:
                 self.send_json(404, {"error": {"code": "not_found", "message": f"no route {self.path}"}})
@@ -142,6 +145,12 @@ def serve(args: argparse.Namespace) -> int:
     print(f"fake gateway: serving on {args.host}:{args.port}, leaks {args.leaks}", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0
+
+
+def own_rss_bytes() -> int:
+    """Return this process's resident set size, as the real gateway reports its own in /v1/status."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 def record_pid(pid: int) -> None:

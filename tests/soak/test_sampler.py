@@ -263,3 +263,18 @@ def test_failing_source_logged_and_sampling_continues(growing_child, caplog):
     assert row["rss_bytes"] > 0
     assert sampler.errors == 1
     assert "BrokenSource failed" in caplog.text
+
+
+def test_status_source_takes_rss_from_status_without_pid():
+    with StatusServer() as server:
+        server.payload = {"rss_bytes": 123_456_789, "models_cached": 1}
+        source = StatusSource(server.url, rss_from_status=True)
+        reading = source.read()
+        server.status_code = 500
+        failed = source.read()
+        source.close()
+
+    assert reading["rss_bytes"] == 123_456_789
+    assert reading["rss_source"] == "status"
+    assert failed["rss_bytes"] is None, "a failed read must not repeat an old RSS figure"
+    assert failed["rss_source"] == "status"
