@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.stats
@@ -12,6 +12,8 @@ import scipy.stats
 from soak.diagnosis.retention import Holder, holder_for_type
 
 MIB = 1024 * 1024
+
+SizeBasis = Literal["measured", "fitted"]
 
 # Status gauges of the census: name, label, and the object type that the
 # gateway's retention paths count for it ("buffer_bytes" counts bytes).
@@ -44,6 +46,8 @@ class GaugeGrowth:
     # buffered byte, the arrays and buffers that the retention paths count,
     # or a Theil-Sen fit of the RSS left after the gauges of known size.
     bytes_per_unit_source: str | None
+    # "measured" when bytes_per_unit is a known size or the bytes its holder keeps, "fitted" for a fit.
+    size_basis: SizeBasis | None
     explained_bytes: float | None
     # explained_bytes as a fraction of the window's RSS growth, or None when RSS did not grow.
     explained_fraction: float | None
@@ -61,15 +65,15 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
     rss = np.array([number_or_nan(row.get("rss_bytes")) for row in rows], dtype=float)
     rss_growth = fitted_growth(rows, lambda row: row.get("rss_bytes"))
     known_size = {
-        "models_cached": (model_bytes, "the model's instance size, as models prepare measured it"),
-        "sessions_buffered_bytes": (1.0, "one byte of RSS per buffered byte"),
+        "models_cached": (model_bytes, "the model's instance size, as models prepare measured it", "measured"),
+        "sessions_buffered_bytes": (1.0, "one byte of RSS per buffered byte", "measured"),
     }
 
     series = {name: np.array([number_or_nan(status_of(row).get(name)) for row in rows], dtype=float) for name, _, _ in GAUGES}
     # RSS minus what the gauges of known size account for, for the fits of the others.
     # A failed status read leaves NaN in the gauges and so in the residual, and the fits skip those rows.
     residual = rss.copy()
-    for name, (unit_bytes, _) in known_size.items():
+    for name, (unit_bytes, _, _) in known_size.items():
         if unit_bytes is not None:
             residual = residual - unit_bytes * series[name]
 
@@ -82,12 +86,12 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
         start, end = float(values[finite][0]), float(values[finite][-1])
         growth = end - start
 
-        unit_bytes, source = known_size.get(name, (None, None))
+        unit_bytes, source, basis = known_size.get(name, (None, None, None))
         if unit_bytes is None and growth > 0:
-            unit_bytes, source = held_bytes_per_unit(held_type, holders)
+            unit_bytes, source, basis = held_bytes_per_unit(held_type, holders)
         if unit_bytes is None and growth > 0:
             fit_rows = finite & np.isfinite(residual)
-            unit_bytes, source = fitted_bytes_per_unit(values[fit_rows], residual[fit_rows])
+            unit_bytes, source, basis = fitted_bytes_per_unit(values[fit_rows], residual[fit_rows])
 
         explained = unit_bytes * growth if unit_bytes is not None and growth > 0 else None
         fraction = None
@@ -103,6 +107,7 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
                 correlation=spearman(values[finite], rss[finite]),
                 bytes_per_unit=unit_bytes if growth > 0 else None,
                 bytes_per_unit_source=source if growth > 0 else None,
+                size_basis=basis if growth > 0 and unit_bytes is not None else None,
                 explained_bytes=explained,
                 explained_fraction=fraction,
             )
@@ -110,35 +115,41 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
     return results
 
 
-def held_bytes_per_unit(held_type: str, holders: list[Holder]) -> tuple[float | None, str | None]:
+def held_bytes_per_unit(held_type: str, holders: list[Holder]) -> tuple[float | None, str | None, SizeBasis | None]:
     """Return the array and buffer bytes per object of ``held_type`` in the holder with most of them."""
     holder = holder_for_type(held_type, holders)
     if holder is None or holder.bytes <= 0:
-        return None, None
+        return None, None, None
     count = holder.holds.get(held_type, 0)
     if count <= 0:
-        return None, None
-    return holder.bytes / count, f"arrays and buffers that {holder.root} holds per {held_type}"
+        return None, None, None
+    return holder.bytes / count, f"arrays and buffers that {holder.root} holds per {held_type}", "measured"
 
 
-def fitted_bytes_per_unit(values: np.ndarray, residual: np.ndarray) -> tuple[float | None, str | None]:
+def fitted_bytes_per_unit(values: np.ndarray, residual: np.ndarray) -> tuple[float | None, str | None, SizeBasis | None]:
     """Fit the unexplained RSS against a gauge with Theil-Sen, or return None without two distinct gauge values."""
     if len(np.unique(values)) < 2:
-        return None, None
+        return None, None, None
     slope = float(scipy.stats.theilslopes(residual, values).slope)
     if not math.isfinite(slope):
-        return None, None
-    return max(slope, 0.0), "Theil-Sen fit of the RSS left after the gauges of known size"
+        return None, None, None
+    return max(slope, 0.0), "Theil-Sen fit of the RSS left after the gauges of known size", "fitted"
 
 
 def explaining_gauge(gauges: list[GaugeGrowth]) -> GaugeGrowth | None:
-    """Pick the grown gauge that accounts for the most bytes, or the most correlated one without sizes."""
+    """Pick the grown gauge that accounts for the most bytes, preferring measured sizes over fitted ones.
+
+    A fit gives a gauge whatever RSS growth happens to rise with it (warm-up,
+    allocator growth), so a fitted gauge is named only when no gauge of
+    measured size grew. Without any size, the most correlated gauge is named.
+    """
     grown = [gauge for gauge in gauges if gauge.growth > 0]
     if not grown:
         return None
-    sized = [gauge for gauge in grown if gauge.explained_bytes]
-    if sized:
-        return max(sized, key=lambda gauge: gauge.explained_bytes or 0.0)
+    for basis in ("measured", "fitted"):
+        sized = [gauge for gauge in grown if gauge.size_basis == basis and gauge.explained_bytes]
+        if sized:
+            return max(sized, key=lambda gauge: gauge.explained_bytes or 0.0)
     return max(grown, key=lambda gauge: gauge.correlation if gauge.correlation is not None else -1.0)
 
 

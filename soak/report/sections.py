@@ -24,23 +24,24 @@ HEAP_TITLES = {
 
 
 def trend_rows(labelled: list[tuple[str, RunResult]]) -> list[dict[str, Any]]:
-    """Two rows per run: the slope per request and the slope per hour, each with its verdict and threshold."""
+    """Up to two rows per run: the slope per request, where the profile has one, and the slope per hour."""
     rows = []
     for label, run in labelled:
         trend = run.trend
         if trend is None:
             continue
-        rows.append(
-            {
-                "label": label,
-                "axis": "per request",
-                "status": trend.per_request_verdict or "NOT_APPLICABLE",
-                "slope": format_value(trend.per_request_bytes, "bytes/request"),
-                "interval": format_interval(trend.per_request_low_bytes, trend.per_request_high_bytes, "bytes/request"),
-                "threshold": format_value(trend.per_request_min_leak_rate_bytes, "bytes/request"),
-                "decides": trend.per_request_criterion is not None,
-            }
-        )
+        if trend.per_request_verdict is not None:
+            rows.append(
+                {
+                    "label": label,
+                    "axis": "per request",
+                    "status": trend.per_request_verdict,
+                    "slope": format_value(trend.per_request_bytes, "bytes/request"),
+                    "interval": format_interval(trend.per_request_low_bytes, trend.per_request_high_bytes, "bytes/request"),
+                    "threshold": format_value(trend.per_request_min_leak_rate_bytes, "bytes/request"),
+                    "decides": trend.per_request_criterion is not None,
+                }
+            )
         rows.append(
             {
                 "label": label,

@@ -48,12 +48,14 @@ def format_comparison(comparison: ComparisonResult, report_path: str | None = No
 
 def trend_line(result: RunResult) -> str:
     trend = result.trend
-    per_request = format_value(trend.per_request_bytes, "bytes/request")
-    per_request_interval = format_interval(trend.per_request_low_bytes, trend.per_request_high_bytes, "bytes/request")
     per_hour = format_value(trend.per_hour_bytes, "bytes/hour")
     hourly = f"per-hour verdict {trend.per_hour_verdict}"
     if trend.per_hour_criterion is None:
         hourly += ", for information"
+    if trend.per_request_bytes is None:
+        return f"slope: {per_hour} ({hourly}). {trend.projection}"
+    per_request = format_value(trend.per_request_bytes, "bytes/request")
+    per_request_interval = format_interval(trend.per_request_low_bytes, trend.per_request_high_bytes, "bytes/request")
     return f"slope: {per_request} (interval {per_request_interval}) and {per_hour} ({hourly}). {trend.projection}"
 
 

@@ -218,8 +218,8 @@ def sample_diagnosis(label: str) -> Diagnosis:
     models = GaugeGrowth("models_cached", "cached model instances", 3, 30 if leaky else 3, 27 if leaky else 0,
                          0.99 if leaky else None, MODEL_BYTES if leaky else None,
                          "the model's instance size, as models prepare measured it" if leaky else None,
-                         27 * MODEL_BYTES if leaky else None, 0.96 if leaky else None)
-    futures = GaugeGrowth("retained_futures", "retained futures", 0, 0, 0, None, None, None, None, None)
+                         "measured" if leaky else None, 27 * MODEL_BYTES if leaky else None, 0.96 if leaky else None)
+    futures = GaugeGrowth("retained_futures", "retained futures", 0, 0, 0, None, None, None, None, None, None)
     holders = [
         Holder("gateway.leaky.model_cache._MODELS", "gateway.leaky.model_cache", "_MODELS", {"LoadedModel": 30}, 0)
         if leaky else

@@ -116,6 +116,20 @@ def test_census_names_buffered_session_bytes():
     assert gauge(gauges, "sessions_buffered_bytes").bytes_per_unit == 1.0
 
 
+def test_census_prefers_measured_size_over_fit():
+    # Abandoned sessions: RSS also rises for other reasons, which a fit would give to the session count.
+    buffered = [index * 192_000 for index in range(20)]
+    rows = rows_of([BASE + value * 3 for value in buffered], sessions_buffered_bytes=buffered,
+                   sessions_open=list(range(20)))
+    holders = [Holder("gateway.leaky.sessions._SESSIONS", "gateway.leaky.sessions", "_SESSIONS", {"Session": 19}, 0)]
+
+    gauges = census(rows, model_bytes=MODEL_BYTES, holders=holders)
+
+    assert gauge(gauges, "sessions_open").size_basis == "fitted"
+    assert gauge(gauges, "sessions_buffered_bytes").size_basis == "measured"
+    assert explaining_gauge(gauges).name == "sessions_buffered_bytes"
+
+
 def test_census_without_growth_names_nothing():
     rows = rows_of([BASE + (index % 3) * MIB for index in range(20)])
 
