@@ -107,8 +107,9 @@ def rss_after_requests(requests: list[dict[str, Any]], samples: list[dict[str, A
             continue
         sample = rss_samples[position]
 
+        # The sample's reads end after its time_s; a request started before they ended may be in its figures.
         next_start = bisect.bisect_right(start_times, request["time_s"])
-        late = next_start < len(start_times) and start_times[next_start] < sample["time_s"]
+        late = next_start < len(start_times) and start_times[next_start] < sample.get("end_time_s", sample["time_s"])
         points.append(
             RequestRss(
                 index=request["index"],

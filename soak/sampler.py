@@ -221,6 +221,8 @@ class Sampler:
                 self.errors += 1
                 logger.exception("Sample source %s failed; the sample goes on without it", type(source).__name__)
                 row.setdefault("source_errors", []).append(f"{type(source).__name__}: {exc}")
+        # The reads take time; a request that started before this moment may show in some figures of the row.
+        row["end_time_s"] = round(time.time(), 4)
         self.sink(row)
         self.samples_taken += 1
         return row

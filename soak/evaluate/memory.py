@@ -194,7 +194,9 @@ def judge_rss_after(
 
     Base is the RSS after the first request minus the model instances the
     cache held then. That is the process without models, after its warm-up
-    (imports, the VAD and what the first inference leaves allocated).
+    (imports, the VAD and what the first inference leaves allocated). When the
+    next request had already started at that sample, the sample's RSS and its
+    cached-model count may disagree, so the first request measured at rest is used.
     """
     title = "RSS after the memory profile"
     rss_samples = data.rss_samples()
@@ -202,7 +204,8 @@ def judge_rss_after(
         reason = "No RSS sample follows a completed request, so there is no base to compare with."
         return CriterionResult(RSS_AFTER, title, "INCONCLUSIVE", None, None, "bytes", reason)
 
-    warmup = points[0]
+    # The first point whose sample no later request overlapped: its RSS and its status figures agree.
+    warmup = next((point for point in points if not point.late), points[0])
     status = warmup.sample.get("status") or nearest_status(data.samples, warmup.sample["time_s"])
     models_cached = status.get("models_cached") if status else None
     if models_cached is None:
