@@ -239,13 +239,14 @@ def compare_figure(
     allowed = baseline + sign * margin
     worse_by = sign * (current - baseline)
 
+    share = f"{tolerance * 100:g} % of {'the limit' if scale != abs(baseline) else 'the baseline value'}"
     if worse_by > margin:
         status: FigureStatus = "REGRESSED"
-        reason = f"Worse than the baseline by more than {tolerance * 100:g} % of {'the limit' if scale != abs(baseline) else 'the baseline'}."
+        reason = f"Worse than the baseline by more than {share}."
     elif worse_by < -margin:
-        status, reason = "IMPROVED", f"Better than the baseline by more than {tolerance * 100:g} %."
+        status, reason = "IMPROVED", f"Better than the baseline by more than {share}."
     else:
-        status, reason = "OK", f"Within {tolerance * 100:g} % of the baseline."
+        status, reason = "OK", f"Differs from the baseline by at most {share}."
     return FigureComparison(key, title, unit, float(baseline), float(current), allowed, tolerance, status, reason)
 
 

@@ -255,9 +255,9 @@ def sample_baseline() -> BaselineComparison:
     figures = [
         FigureComparison("verdict", "Verdict", "verdict", None, None, None, 0.0, "OK", "The verdict is PASS, as in the baseline."),
         FigureComparison("rss_after_profile", "RSS after the memory profile", "bytes", 650.0 * MIB, 720.0 * MIB,
-                         733.0 * MIB, 0.1, "OK", "Within 10 % of the baseline."),
+                         733.0 * MIB, 0.1, "OK", "Differs from the baseline by at most 10 % of the limit."),
         FigureComparison("latency_p95_ms", "Latency p95", "ms", 400.0, 646.0, 600.0, 0.5, "REGRESSED",
-                         "Worse than the baseline by more than 50 % of the baseline."),
+                         "Worse than the baseline by more than 50 % of the baseline value."),
     ]
     return BaselineComparison(
         path="reports/baselines/memory-paraformer-50mb-2cpu.json",
