@@ -35,11 +35,14 @@ def run_figures(result: RunResult) -> dict[str, str]:
     if result.series is None:
         return {}
     runs = [("run", result.series)]
-    return {
-        "rss_requests": plots.rss_over_requests(runs),
+    figures = {
         "rss_time": plots.rss_over_time(runs),
         "gauges": plots.gauges_over_time(runs),
     }
+    # Profiles without per-request RSS (sessions, workers) would get an empty axes.
+    if result.series.request_index:
+        figures["rss_requests"] = plots.rss_over_requests(runs)
+    return figures
 
 
 def comparison_figures(comparison: ComparisonResult) -> dict[str, str]:
@@ -47,12 +50,14 @@ def comparison_figures(comparison: ComparisonResult) -> dict[str, str]:
     runs = [(label, run.series) for label, run in (("leaky", comparison.leaky), ("fixed", comparison.fixed)) if run.series]
     if not runs:
         return {}
-    return {
-        "rss_requests": plots.rss_over_requests(runs),
-        "rss_requests_apart": plots.rss_over_requests_apart(runs),
+    figures = {
         "rss_time": plots.rss_over_time(runs),
         "gauges": plots.gauges_over_time(runs),
     }
+    if any(series.request_index for _, series in runs):
+        figures["rss_requests"] = plots.rss_over_requests(runs)
+        figures["rss_requests_apart"] = plots.rss_over_requests_apart(runs)
+    return figures
 
 
 def render_run_html(result: RunResult, figures: dict[str, str] | None = None) -> str:

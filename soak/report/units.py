@@ -15,6 +15,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value / MIB:+,.2f} MiB/request" if value < 0 else f"{value / MIB:,.2f} MiB/request"
     if unit == "bytes/hour":
         return f"{value / MIB:+,.1f} MiB/h" if value < 0 else f"{value / MIB:,.1f} MiB/h"
+    if unit == "s":
+        return f"{value:,.1f} s"
     if unit == "ms":
         return f"{value:,.0f} ms"
     if unit == "percent":

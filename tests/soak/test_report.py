@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,16 @@ def test_plots_are_deterministic_pngs():
     assert sorted(first) == ["gauges", "rss_requests", "rss_time"]
     for encoded in first.values():
         assert base64.b64decode(encoded).startswith(PNG_SIGNATURE)
+
+
+def test_run_without_requests_has_no_request_plot():
+    result = sample_run_result("fixed")
+    result.series = replace(result.series, request_index=[], request_end_s=[], request_rss_bytes=[], growth_fit=None)
+
+    figures = run_figures(result)
+
+    assert sorted(figures) == ["gauges", "rss_time"]
+    assert 'alt="RSS per request"' not in render_run_html(result, figures=figures)
 
 
 def test_comparison_plots_overlay_both_runs():
