@@ -227,13 +227,13 @@ def compare_figure(
     lower_is_worse: bool,
 ) -> FigureComparison:
     """Compare one figure: allowed = baseline worsened by tolerance x max(|baseline|, |limit|)."""
-    if not _is_number(current) or not _is_number(baseline):
+    if current is None or baseline is None or not _is_number(current) or not _is_number(baseline):
         missing = "this run" if not _is_number(current) else "the baseline"
         return FigureComparison(key, title, unit, baseline if _is_number(baseline) else None,
                                 current if _is_number(current) else None, None, tolerance, "MISSING",
                                 f"{missing.capitalize()} has no measured value, so nothing is compared.")
 
-    scale = max(abs(baseline), abs(limit) if _is_number(limit) else 0.0)
+    scale = max(abs(baseline), abs(limit) if limit is not None and _is_number(limit) else 0.0)
     margin = tolerance * scale
     sign = -1.0 if lower_is_worse else 1.0
     allowed = baseline + sign * margin

@@ -325,7 +325,7 @@ def _validate_options(
         raise ValueError(f"min_leak_rate must be a finite number >= 0, got {min_leak_rate!r}")
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha must be between 0 and 0.5 (exclusive), got {alpha!r}")
-    if warmup != "auto" and (not _is_integer(warmup) or warmup < 0):
+    if warmup != "auto" and (not _is_integer(warmup) or int(warmup) < 0):
         raise ValueError(f'warmup must be "auto" or an integer >= 0, got {warmup!r}')
     if not _is_integer(min_points) or min_points < 3:
         raise ValueError(f"min_points must be an integer >= 3, got {min_points!r}")

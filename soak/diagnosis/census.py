@@ -64,7 +64,7 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
     """
     rss = np.array([number_or_nan(row.get("rss_bytes")) for row in rows], dtype=float)
     rss_growth = fitted_growth(rows, lambda row: row.get("rss_bytes"))
-    known_size = {
+    known_size: dict[str, tuple[float | None, str, SizeBasis]] = {
         "models_cached": (model_bytes, "the model's instance size, as models prepare measured it", "measured"),
         "sessions_buffered_bytes": (1.0, "one byte of RSS per buffered byte", "measured"),
     }
@@ -73,9 +73,9 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
     # RSS minus what the gauges of known size account for, for the fits of the others.
     # A failed status read leaves NaN in the gauges and so in the residual, and the fits skip those rows.
     residual = rss.copy()
-    for name, (unit_bytes, _, _) in known_size.items():
-        if unit_bytes is not None:
-            residual = residual - unit_bytes * series[name]
+    for name, (known_bytes, _, _) in known_size.items():
+        if known_bytes is not None:
+            residual = residual - known_bytes * series[name]
 
     results = []
     for name, label, held_type in GAUGES:
@@ -86,7 +86,11 @@ def census(rows: list[dict[str, Any]], *, model_bytes: float | None, holders: li
         start, end = float(values[finite][0]), float(values[finite][-1])
         growth = end - start
 
-        unit_bytes, source, basis = known_size.get(name, (None, None, None))
+        unit_bytes: float | None = None
+        source: str | None = None
+        basis: SizeBasis | None = None
+        if name in known_size:
+            unit_bytes, source, basis = known_size[name]
         if unit_bytes is None and growth > 0:
             unit_bytes, source, basis = held_bytes_per_unit(held_type, holders)
         if unit_bytes is None and growth > 0:

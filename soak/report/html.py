@@ -184,8 +184,8 @@ def side_by_side_rows(labelled: list[tuple[str, RunResult]]) -> list[dict[str, A
     for key, title in order:
         cells = []
         for _, run in labelled:
-            criterion = run.criterion(key)
-            cells.append(criterion_row(criterion) if criterion else None)
+            found = run.criterion(key)
+            cells.append(criterion_row(found) if found else None)
         rows.append({"title": title, "cells": cells})
     return rows
 

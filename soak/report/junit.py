@@ -83,7 +83,7 @@ def render_baseline_suite(result: RunResult) -> ElementTree.Element | None:
 
 def run_properties(result: RunResult) -> ElementTree.Element:
     """The verdict, the slope per hour, the projection and the diagnosis, as suite properties."""
-    values = [("verdict", result.verdict)]
+    values: list[tuple[str, str]] = [("verdict", result.verdict)]
     if result.trend is not None:
         values.append(("slope_per_hour", format_value(result.trend.per_hour_bytes, "bytes/hour")))
         values.append(("projection", result.trend.projection))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -160,7 +161,7 @@ def finish_axes(axes: Axes) -> None:
     axes.legend(fontsize=8, loc="upper left")
 
 
-def mib(values: list[int | None]) -> np.ndarray:
+def mib(values: Sequence[float | None]) -> np.ndarray:
     return np.array(values, dtype=float) / MIB
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+from soak.baseline import BaselineComparison
+from soak.memory_trend import MemoryTrend
 from soak.report.units import format_interval, format_value
 from soak.results import ComparisonResult, RunResult
 
@@ -22,11 +24,11 @@ def format_run(result: RunResult, report_path: str | None = None) -> str:
         lines.extend(wrap(criterion.reason, indent=" " * 17))
 
     if result.trend is not None:
-        lines.extend(wrap(trend_line(result), indent="  ", subsequent=" " * 4))
+        lines.extend(wrap(trend_line(result.trend), indent="  ", subsequent=" " * 4))
     if result.diagnosis is not None:
         lines.extend(wrap(f"diagnosis: {result.diagnosis.conclusion}", indent="  ", subsequent=" " * 4))
     if result.baseline is not None:
-        lines.extend(baseline_lines(result))
+        lines.extend(baseline_lines(result.baseline))
     for warning in result.warnings:
         lines.extend(wrap(f"warning: {warning}", indent="  "))
     if report_path:
@@ -46,8 +48,7 @@ def format_comparison(comparison: ComparisonResult, report_path: str | None = No
     return "\n".join(lines)
 
 
-def trend_line(result: RunResult) -> str:
-    trend = result.trend
+def trend_line(trend: MemoryTrend) -> str:
     per_hour = format_value(trend.per_hour_bytes, "bytes/hour")
     hourly = f"per-hour verdict {trend.per_hour_verdict}"
     if trend.per_hour_criterion is None:
@@ -59,8 +60,7 @@ def trend_line(result: RunResult) -> str:
     return f"slope: {per_request} (interval {per_request_interval}) and {per_hour} ({hourly}). {trend.projection}"
 
 
-def baseline_lines(result: RunResult) -> list[str]:
-    baseline = result.baseline
+def baseline_lines(baseline: BaselineComparison) -> list[str]:
     regressions = baseline.regressions
     verdict = f"{len(regressions)} figure(s) REGRESSED" if regressions else "no regression"
     lines = wrap(f"baseline: {verdict} against {baseline.path}.", indent="  ", subsequent=" " * 4)
