@@ -54,7 +54,7 @@ def render_comparison_junit(comparison: ComparisonResult) -> str:
 
 
 def render_baseline_suite(result: RunResult) -> ElementTree.Element | None:
-    """One case per figure compared with the baseline: REGRESSED fails, MISSING is skipped."""
+    """Build a suite with one case per figure compared with the baseline: REGRESSED fails, MISSING is skipped."""
     baseline = result.baseline
     if baseline is None:
         return None
@@ -82,7 +82,7 @@ def render_baseline_suite(result: RunResult) -> ElementTree.Element | None:
 
 
 def run_properties(result: RunResult) -> ElementTree.Element:
-    """The verdict, the slope per hour, the projection and the diagnosis, as suite properties."""
+    """Collect the verdict, the slope per hour, the projection and the diagnosis as suite properties."""
     values: list[tuple[str, str]] = [("verdict", result.verdict)]
     if result.trend is not None:
         values.append(("slope_per_hour", format_value(result.trend.per_hour_bytes, "bytes/hour")))

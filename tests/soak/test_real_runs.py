@@ -1,9 +1,9 @@
 """Real runs with paraformer-50mb: each leak on alone fails and is diagnosed, and fixed runs pass.
 
-These are soak-scale tests (marker ``soak``, excluded by default): each run
-prepares nothing new but starts a real gateway and sends 60 transcriptions,
-about 1.5 to 3 minutes per run on 2 CPU cores, so the module takes about
-30 minutes. Run them with ``pytest -m soak tests/soak/test_real_runs.py``.
+These are soak-scale tests (marker ``soak``, excluded by default). Each
+memory run starts a real gateway and sends 60 transcriptions, about 1.5 to
+3 minutes per run on 2 CPU cores, so the module takes about 25 minutes.
+Run them with ``pytest -m soak tests/soak/test_real_runs.py``.
 ``GATEWAY_MODELS_DIR`` may point at a folder where ``gateway models prepare
 --size 50mb --copies 4`` already ran.
 
