@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,10 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--version", action="version", version=f"gateway {__version__}")
     settings_module.add_arguments(serve)
 
-    status = commands.add_parser("status", help="print a running gateway's status; exit 1 when DEGRADED, 2 when unreachable")
+    status = commands.add_parser(
+        "status", help="print a running gateway's status; exit 1 when DEGRADED, 2 when unreachable or refused"
+    )
     status.add_argument("--version", action="version", version=f"gateway {__version__}")
     status.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (default http://127.0.0.1:8080)")
     status.add_argument("--json", action="store_true", help="print the status figures as JSON")
+    status.add_argument(
+        "--token", default=None,
+        help="bearer token for a gateway started with --auth-token (default: $GATEWAY_AUTH_TOKEN)",
+    )
 
     models = commands.add_parser("models", help="manage the offline default models")
     models.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -108,13 +115,27 @@ def serve(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     import httpx
 
-    url = args.url.rstrip("/") + "/v1/status"
-    try:
-        response = httpx.get(url, timeout=STATUS_TIMEOUT_S)
-        figures = response.json()
-    except (httpx.HTTPError, ValueError) as error:
-        print(f"gateway: error: could not read {url}: {error}; is the gateway running there?", file=sys.stderr)
+    if not args.url.startswith(("http://", "https://")):
+        print(f"gateway: error: --url must start with http:// or https://, got {args.url!r}", file=sys.stderr)
         return 2
+    url = args.url.rstrip("/") + "/v1/status"
+    token = args.token if args.token is not None else os.environ.get("GATEWAY_AUTH_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(url, timeout=STATUS_TIMEOUT_S, headers=headers)
+    except httpx.HTTPError as error:
+        print(f"gateway: error: could not read {url} ({error}); is the gateway running there?", file=sys.stderr)
+        return 2
+    if response.status_code == 401:
+        print(
+            f"gateway: error: {url} requires a bearer token; pass --token or set GATEWAY_AUTH_TOKEN",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        figures = response.json()
+    except ValueError:
+        figures = {}
     if response.status_code != 200 or "status" not in figures:
         print(f"gateway: error: {url} returned HTTP {response.status_code}: {response.text[:200]}", file=sys.stderr)
         return 2

@@ -60,10 +60,9 @@ def _child_main(settings_json: str, listener: socket.socket, log_level: str) -> 
 
 def run_processes(settings: Settings) -> int:
     """Start ``settings.processes`` children on one socket and wait for them."""
-    listener = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((settings.host, settings.port))
-    listener.listen(2048)
+    from gateway.server import bind_listener
+
+    listener = bind_listener(settings.host, settings.port)
     listener.set_inheritable(True)
 
     metrics_dir = None

@@ -14,10 +14,12 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 import uvicorn
 
 from gateway.app import create_app
+from gateway.errors import SettingsError
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,8 +58,27 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before any model loads, so a busy port fails at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise SettingsError(
+            f"cannot listen on {host}:{port}: {error.strerror}; stop the other server on that port or pass "
+            "another --port"
+        ) from None
+    listener.listen(2048)
+    return listener
+
+
 def run_server(settings: Settings, sockets: list | None = None) -> int:
     """Serve until stopped; with ``sockets``, serve those instead of binding host and port."""
+    if sockets is None:
+        sockets = [bind_listener(settings.host, settings.port)]
     app = create_app(settings)
     config = uvicorn.Config(
         app,

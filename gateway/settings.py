@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -59,6 +60,26 @@ def parse_leaks(value: str) -> tuple[str, ...]:
 def parse_media_roots(value: str) -> tuple[Path, ...]:
     """Parse an ``os.pathsep``-separated list of folders (the environment form)."""
     return tuple(Path(part).expanduser() for part in value.split(os.pathsep) if part.strip())
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_bytes(value: str) -> int:
+    """Parse a byte size: a plain integer or a number with a unit such as ``64MiB`` or ``1.5 GB``."""
+    match = _SIZE_PATTERN.fullmatch(value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"expected bytes such as 1048576, 64MiB or 1.5GB, got {value!r}")
+    size = float(match.group(1)) * _SIZE_UNITS[unit]
+    if size > 2**62:
+        raise ValueError(f"{value!r} is larger than any supported size")
+    return int(size)
 
 
 def _parse_bool(value: str) -> bool:
@@ -113,40 +134,40 @@ class Settings:
 
     def validate(self) -> list[str]:
         """Raise :class:`SettingsError` on an invalid value; return warnings for risky ones."""
-        _require(1 <= self.port <= 65535, "port", self.port, "an integer from 1 to 65535")
-        _require(self.workers >= 1, "workers", self.workers, "an integer of at least 1")
+        _require(1 <= self.port <= 65535, "port", self.port, "an integer from 1 to 65535", "port")
+        _require(self.workers >= 1, "workers", self.workers, "an integer of at least 1", "workers")
         if self.max_queue is not None:
-            _require(self.max_queue >= 0, "max queue", self.max_queue, "an integer of at least 0")
-        _require(self.task_timeout_s > 0, "task timeout", self.task_timeout_s, "a number of seconds above 0")
-        _require(self.stuck_after_timeouts >= 1, "stuck after timeouts", self.stuck_after_timeouts, "at least 1")
-        _require(self.cache_max_models >= 1, "cache max models", self.cache_max_models, "an integer of at least 1")
-        _require(self.session_ttl_s > 0, "session TTL", self.session_ttl_s, "a number of seconds above 0")
-        _require(self.sweep_interval_s > 0, "sweep interval", self.sweep_interval_s, "a number of seconds above 0")
-        _require(self.max_sessions >= 1, "max sessions", self.max_sessions, "an integer of at least 1")
-        _require(self.max_session_bytes >= 1, "max session bytes", self.max_session_bytes, "at least 1 byte")
-        _require(self.max_upload_bytes >= 1, "max upload bytes", self.max_upload_bytes, "at least 1 byte")
-        _require(self.max_audio_duration_s > 0, "max audio duration", self.max_audio_duration_s, "above 0 seconds")
-        _require(self.download_timeout_s > 0, "download timeout", self.download_timeout_s, "a number of seconds above 0")
-        _require(self.upload_timeout_s > 0, "upload timeout", self.upload_timeout_s, "a number of seconds above 0")
-        _require(self.onednn_cache_capacity >= 0, "oneDNN cache capacity", self.onednn_cache_capacity, "at least 0")
-        _require(self.stream_max_message_bytes >= 2, "stream max message bytes", self.stream_max_message_bytes, "at least 2")
-        _require(self.stream_partial_interval_s > 0, "stream partial interval", self.stream_partial_interval_s, "above 0 seconds")
+            _require(self.max_queue >= 0, "max queue", self.max_queue, "an integer of at least 0", "max_queue")
+        _require(self.task_timeout_s > 0, "task timeout", self.task_timeout_s, "a number of seconds above 0", "task_timeout_s")
+        _require(self.stuck_after_timeouts >= 1, "stuck after timeouts", self.stuck_after_timeouts, "at least 1", "stuck_after_timeouts")
+        _require(self.cache_max_models >= 1, "cache max models", self.cache_max_models, "an integer of at least 1", "cache_max_models")
+        _require(self.session_ttl_s > 0, "session TTL", self.session_ttl_s, "a number of seconds above 0", "session_ttl_s")
+        _require(self.sweep_interval_s > 0, "sweep interval", self.sweep_interval_s, "a number of seconds above 0", "sweep_interval_s")
+        _require(self.max_sessions >= 1, "max sessions", self.max_sessions, "an integer of at least 1", "max_sessions")
+        _require(self.max_session_bytes >= 1, "max session bytes", self.max_session_bytes, "at least 1 byte", "max_session_bytes")
+        _require(self.max_upload_bytes >= 1, "max upload bytes", self.max_upload_bytes, "at least 1 byte", "max_upload_bytes")
+        _require(self.max_audio_duration_s > 0, "max audio duration", self.max_audio_duration_s, "above 0 seconds", "max_audio_duration_s")
+        _require(self.download_timeout_s > 0, "download timeout", self.download_timeout_s, "a number of seconds above 0", "download_timeout_s")
+        _require(self.upload_timeout_s > 0, "upload timeout", self.upload_timeout_s, "a number of seconds above 0", "upload_timeout_s")
+        _require(self.onednn_cache_capacity >= 0, "oneDNN cache capacity", self.onednn_cache_capacity, "at least 0", "onednn_cache_capacity")
+        _require(self.stream_max_message_bytes >= 2, "stream max message bytes", self.stream_max_message_bytes, "at least 2", "stream_max_message_bytes")
+        _require(self.stream_partial_interval_s > 0, "stream partial interval", self.stream_partial_interval_s, "above 0 seconds", "stream_partial_interval_s")
         for name, token in (("auth token", self.auth_token), ("debug token", self.debug_token)):
             if token is not None and len(token) < 16:
                 raise SettingsError(f"{name} must have at least 16 characters, got {len(token)}; use a random secret")
         if self.memory_limit_bytes is not None:
-            _require(self.memory_limit_bytes >= 1, "memory limit", self.memory_limit_bytes, "at least 1 byte")
-        _require(0 <= self.tracemalloc_frames <= 100, "tracemalloc frames", self.tracemalloc_frames, "0 (off) to 100")
-        _require(self.tracemalloc_start in ("boot", "warmup"), "tracemalloc start", self.tracemalloc_start, "boot or warmup")
-        _require(1 <= self.processes <= 64, "processes", self.processes, "an integer from 1 to 64")
-        _require(self.drain_timeout_s >= 0, "drain timeout", self.drain_timeout_s, "at least 0 seconds")
-        _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1")
-        _require(_is_device_name(self.device), "device", self.device, "cpu, cuda or cuda:N")
+            _require(self.memory_limit_bytes >= 1, "memory limit", self.memory_limit_bytes, "at least 1 byte", "memory_limit_bytes")
+        _require(0 <= self.tracemalloc_frames <= 100, "tracemalloc frames", self.tracemalloc_frames, "0 (off) to 100", "tracemalloc_frames")
+        _require(self.tracemalloc_start in ("boot", "warmup"), "tracemalloc start", self.tracemalloc_start, "boot or warmup", "tracemalloc_start")
+        _require(1 <= self.processes <= 64, "processes", self.processes, "an integer from 1 to 64", "processes")
+        _require(self.drain_timeout_s >= 0, "drain timeout", self.drain_timeout_s, "at least 0 seconds", "drain_timeout_s")
+        _require(self.torch_threads >= 1, "torch threads", self.torch_threads, "an integer of at least 1", "torch_threads")
+        _require(_is_device_name(self.device), "device", self.device, "cpu, cuda or cuda:N", "device")
         _require(
             self.log_level in ("debug", "info", "warning", "error"),
             "log level", self.log_level, "debug, info, warning or error",
         )
-        _require(bool(self.model.strip()), "model", self.model, "a preset name or a model directory")
+        _require(bool(self.model.strip()), "model", self.model, "a preset name or a model directory", "model")
         for root in self.media_roots:
             if not root.is_dir():
                 raise SettingsError(
@@ -192,9 +213,11 @@ def _is_device_name(device: str) -> bool:
     return prefix == "cuda" and index.isdigit()
 
 
-def _require(condition: bool, name: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise SettingsError(f"{name} must be {allowed}, got {value!r}")
+def _require(condition: bool, name: str, value: Any, allowed: str, field: str | None = None) -> None:
+    if condition:
+        return
+    where = f" (set with --{field.replace('_', '-')} or {ENV_PREFIX}{field.upper()})" if field else ""
+    raise SettingsError(f"{name} must be {allowed}, got {value!r}{where}")
 
 
 @dataclass(frozen=True)
@@ -219,19 +242,19 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("session_ttl_s", float, "seconds of inactivity after which a session is dropped (default 300)"),
     _Option("sweep_interval_s", float, "seconds between sweeps for idle sessions (default 60)"),
     _Option("max_sessions", int, "open sessions allowed at once (default 1000)"),
-    _Option("max_session_bytes", int, "audio bytes one session may buffer (default 64 MiB)"),
-    _Option("max_upload_bytes", int, "largest audio file or chunk accepted, in bytes (default 100 MiB)"),
+    _Option("max_session_bytes", parse_bytes, "audio bytes one session may buffer (default 64 MiB)"),
+    _Option("max_upload_bytes", parse_bytes, "largest audio file or chunk accepted, in bytes (default 100 MiB)"),
     _Option("max_audio_duration_s", float, "longest audio accepted, in seconds (default 7200)"),
     _Option("url_allowlist", parse_allowlist, "hosts that audio_url may download from, as host[:port] entries separated by commas; a host without a port allows only port 80 or 443 (default: empty, no downloads)", "HOSTS"),
     _Option("download_timeout_s", float, "seconds a download of an audio_url may take in total, redirects included (default 30)"),
     _Option("upload_timeout_s", float, "seconds a client may take to send a request body; past it the request gets 408 (default 300)"),
     _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024)"),
     _Option("torch_threads", int, "torch intra-op threads per process (default 1; workers run in parallel)"),
-    _Option("stream_max_message_bytes", int, "largest WebSocket message accepted, in bytes; past it the stream closes with 1009 (default 1 MiB)"),
+    _Option("stream_max_message_bytes", parse_bytes, "largest WebSocket message accepted, in bytes; past it the stream closes with 1009 (default 1 MiB)"),
     _Option("stream_partial_interval_s", float, "seconds of streamed audio between partial results (default 2)"),
     _Option("auth_token", str, "bearer token required on every endpoint but /healthz and /readyz (default: none); prefer GATEWAY_AUTH_TOKEN", "TOKEN"),
     _Option("debug_token", str, "token in X-Debug-Token that lets non-loopback clients use the debug endpoints (default: none)", "TOKEN"),
-    _Option("memory_limit_bytes", int, "RSS in bytes above which model loads get 503 and idle models are evicted (default: the cgroup limit, if any)"),
+    _Option("memory_limit_bytes", parse_bytes, "RSS in bytes above which model loads get 503 and idle models are evicted (default: the cgroup limit, if any)"),
     _Option("drain_timeout_s", float, "seconds SIGTERM waits for running tasks before the server stops (default 30)"),
     _Option("processes", int, "gateway processes sharing the port, each with its own cache, pool and sessions (default 1)"),
     _Option("tracemalloc_frames", int, "trace Python allocations with this many frames; 0 is off (default 0; tracing slows inference several times)"),
@@ -280,8 +303,8 @@ def settings_from(args: argparse.Namespace | None = None, environ: dict[str, str
             continue
         try:
             values[option.name] = option.parse(raw)
-        except SettingsError:
-            raise
+        except SettingsError as error:
+            raise SettingsError(f"{source}: {error.message}") from None
         except (ValueError, TypeError) as error:
             raise SettingsError(f"{source}: invalid value {raw!r} ({error}); see gateway serve --help") from None
 

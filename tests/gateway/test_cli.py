@@ -194,3 +194,68 @@ def test_prepare_unwritable_folder(tmp_path):
 
     assert completed.returncode == 2
     assert "cannot create models folder" in completed.stderr
+
+
+def test_serve_busy_port_fails_fast(models_dir):
+    import socket as socket_module
+
+    holder = socket_module.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        completed = run_gateway("serve", "--port", str(port), "--models-dir", str(models_dir), "--model", "paraformer-tiny")
+    finally:
+        holder.close()
+
+    assert completed.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in completed.stderr
+    assert "--port" in completed.stderr
+    assert "Model paraformer-tiny loaded" not in completed.stderr
+
+
+@pytest.mark.parametrize(("url", "fragment"), [("localhost:8080", "must start with http://")])
+def test_status_rejects_url_without_scheme(url, fragment):
+    completed = run_gateway("status", "--url", url)
+
+    assert completed.returncode == 2
+    assert fragment in completed.stderr
+
+
+def test_status_with_token(start_gateway):
+    token = "status-token-0123456789"
+    server = start_gateway(env={"GATEWAY_AUTH_TOKEN": token})
+
+    without = run_gateway("status", "--url", server.url, env={"GATEWAY_AUTH_TOKEN": ""})
+    with_flag = run_gateway("status", "--url", server.url, "--token", token, "--json", env={"GATEWAY_AUTH_TOKEN": ""})
+    from_env = run_gateway("status", "--url", server.url, env={"GATEWAY_AUTH_TOKEN": token})
+
+    assert without.returncode == 2
+    assert "pass --token or set GATEWAY_AUTH_TOKEN" in without.stderr
+    assert with_flag.returncode == 0
+    assert json.loads(with_flag.stdout)["status"] == "OK"
+    assert from_env.returncode == 0
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"GATEWAY_MAX_SESSION_BYTES": "64MiB"}, 64 * 2**20),
+    ({"GATEWAY_MAX_UPLOAD_BYTES": "1.5 GB"}, 1_500_000_000),
+    ({"GATEWAY_MEMORY_LIMIT_BYTES": "2048"}, 2048),
+])
+def test_byte_settings_take_units(environ, expected):
+    settings = settings_from(None, environ=environ)
+
+    assert expected in (settings.max_session_bytes, settings.max_upload_bytes, settings.memory_limit_bytes)
+
+
+@pytest.mark.parametrize("value", ["-5", "1e400GB", "64 parsecs", "", "99999999999 TiB"])
+def test_byte_settings_reject_bad_sizes(value):
+    with pytest.raises(SettingsError, match="GATEWAY_MAX_UPLOAD_BYTES"):
+        settings_from(None, environ={"GATEWAY_MAX_UPLOAD_BYTES": value})
+
+
+def test_setting_errors_name_flag_and_variable():
+    with pytest.raises(SettingsError, match=r"--cache-max-models or GATEWAY_CACHE_MAX_MODELS"):
+        Settings(cache_max_models=0).validate()
+    with pytest.raises(SettingsError, match="GATEWAY_LEAKS: leaks: unknown leak"):
+        settings_from(None, environ={"GATEWAY_LEAKS": "bogus"})
