@@ -119,12 +119,13 @@ def media_needs(settings: RunSettings) -> tuple[bool, bool]:
     return settings.profile in ("workers", "patterns"), settings.profile == "patterns"
 
 
-def locust_plan(settings: RunSettings, identities: list[str], cached: list[str], media_dir: Path) -> LocustPlan:
+def locust_plan(settings: RunSettings, identities: list[str], status: dict, media_dir: Path) -> LocustPlan:
     """Build Locust's user count and the profile's ``SOAK_*`` variables.
 
-    ``identities`` are the model identities the run may use, ``cached`` those
-    the gateway had loaded when it became ready.
+    ``identities`` are the model identities the run may use, ``status`` the
+    gateway's ``GET /v1/status`` at readiness.
     """
+    cached = list(status.get("cached_identities") or [])
     env = {"SOAK_PAUSE_S": f"{settings.pause_s:g}"}
     users: int | None = settings.users
 
@@ -160,7 +161,7 @@ def locust_plan(settings: RunSettings, identities: list[str], cached: list[str],
     elif settings.profile == "patterns":
         env.update(
             SOAK_BURST_MODEL=burst_identity(identities, cached),
-            SOAK_BURST_SIZE=str(BURST_SIZE),
+            SOAK_BURST_SIZE=str(burst_size(status)),
             SOAK_VARYING_AUDIO_URLS=",".join(varying_order()),
             SOAK_LONG_AUDIO_URL=long_name(120),
             SOAK_LONG_FILES=str(PATTERNS_LONG_FILES),
@@ -168,6 +169,20 @@ def locust_plan(settings: RunSettings, identities: list[str], cached: list[str],
             SOAK_SHORT_FILES=str(PATTERNS_SHORT_FILES),
         )
     return LocustPlan(users=users, env=env)
+
+
+def burst_size(status: dict) -> int:
+    """Size the burst of first requests to what the gateway admits at once, at most ``BURST_SIZE``.
+
+    More simultaneous requests than workers plus queue places would get 503
+    and prove nothing about single-flight loading. A queue limit of 0 (the
+    leaky pool has no admission control) admits everything.
+    """
+    workers_max = status.get("workers_max")
+    queue_limit = status.get("queue_limit")
+    if not workers_max or not queue_limit:
+        return BURST_SIZE
+    return max(2, min(BURST_SIZE, int(workers_max) + int(queue_limit)))
 
 
 def varying_order() -> list[str]:
@@ -194,7 +209,10 @@ def burst_identity(identities: list[str], cached: list[str]) -> str:
 
 
 def planned_requests(settings: RunSettings) -> int:
-    """Requests (or sessions) the profile plans, as the report counts them; 0 where the load is time-based."""
+    """Requests (or sessions) the profile plans, as the report counts them; 0 where the load is time-based.
+
+    For patterns this assumes a full burst of ``BURST_SIZE``.
+    """
     if settings.profile == "memory":
         return settings.requests
     if settings.profile == "sessions":

@@ -127,7 +127,7 @@ class Runner:
 
         self._start_tracing_and_snapshots()
         self._start_sampler()
-        self._run_locust(identities, status.get("cached_identities") or [])
+        self._run_locust(identities, status)
         logger.info("Sampling %.1f s more so that the end of the run is measured at rest.", settings.settle_s)
         time.sleep(settings.settle_s)
 
@@ -299,9 +299,9 @@ class Runner:
         self._samples_writer = writer
         self.sampler.start()
 
-    def _run_locust(self, identities: list[str], cached: list[str]) -> None:
+    def _run_locust(self, identities: list[str], status: dict[str, Any]) -> None:
         settings = self.settings
-        plan = plans.locust_plan(settings, identities, cached, self.folder.media_dir)
+        plan = plans.locust_plan(settings, identities, status, self.folder.media_dir)
         command = locust_command(settings, plan, self.url, self.folder)
         self.locust = ManagedProcess("locust", command, self.folder.locust_dir / "locust.log", env=locust_env(plan, self.folder), cwd=REPO_ROOT)
         self.times.load_started_s = time.time()

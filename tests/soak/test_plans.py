@@ -61,7 +61,7 @@ def test_tracing_flags_reach_gateway():
 def test_soak_plan_leaves_users_to_shape(tmp_path):
     settings = plans.resolve(RunSettings(profile="soak", compress=120))
 
-    plan = plans.locust_plan(settings, ["paraformer-50mb"], [], tmp_path)
+    plan = plans.locust_plan(settings, ["paraformer-50mb"], {}, tmp_path)
 
     assert plan.users is None
     assert plan.env["SOAK_COMPRESS"] == "120"
@@ -72,7 +72,7 @@ def test_soak_plan_leaves_users_to_shape(tmp_path):
 def test_memory_plan_cycles_all_identities(tmp_path):
     identities = [f"paraformer-50mb{suffix}" for suffix in ("", "-copy1", "-copy2", "-copy3", "-copy4")]
 
-    plan = plans.locust_plan(plans.resolve(RunSettings(requests=12)), identities, ["paraformer-50mb"], tmp_path)
+    plan = plans.locust_plan(plans.resolve(RunSettings(requests=12)), identities, {"cached_identities": ["paraformer-50mb"]}, tmp_path)
 
     assert plan.env["SOAK_MODELS"].split(",") == identities
     assert plan.env["SOAK_REQUESTS"] == "12"
@@ -82,6 +82,13 @@ def test_memory_plan_cycles_all_identities(tmp_path):
 def test_burst_uses_identity_not_loaded():
     assert plans.burst_identity(["a", "a-copy1", "a-copy2"], ["a", "a-copy2"]) == "a-copy1"
     assert plans.burst_identity(["a"], ["a"]) == ""
+
+
+def test_burst_fits_what_gateway_admits():
+    assert plans.burst_size({"workers_max": 2, "queue_limit": 2}) == 4
+    assert plans.burst_size({"workers_max": 2, "queue_limit": 8}) == 8
+    assert plans.burst_size({"workers_max": 2, "queue_limit": 0}) == 8, "the leaky pool admits everything"
+    assert plans.burst_size({}) == 8
 
 
 def test_varying_order_visits_each_file_once_unsorted():
