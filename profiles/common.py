@@ -14,7 +14,7 @@ Three logs, each written only when its variable names a file:
 - ``SOAK_LOCUST_USAGE_LOG``: Locust's own CPU and memory per Locust process,
   from its usage monitor (every 10 s).
 
-Every Locust process of a run appends to the same files; each row is one
+Every Locust process of a run appends to the same files. Each row is one
 ``write`` of a whole line to a file opened for appending, so rows from
 different processes do not interleave.
 
@@ -130,7 +130,7 @@ class RequestLog(JsonlLog):
     ``lag_s`` (passed with ``context=`` on the request) are copied into the row, and
     ``process`` names the Locust process that sent it. The row is written
     when the response has arrived, so a reader watching the file (the
-    sampler) sees each completion at once.
+    sampler) notices each completion at once.
     """
 
     def __init__(self, path: Path, environment: Environment | None = None) -> None:

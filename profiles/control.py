@@ -2,9 +2,9 @@
 
 A profile plans a fixed number of requests (or sessions) and stops the test
 after the last one. In Locust's distributed mode every Locust worker runs its
-own users, so the plan lives in one place, the process that owns the test
-(the Locust master, or the only process), and the Locust workers ask it for
-each index over Locust's custom messages:
+own users. So the plan lives in one place, the process that owns the test
+(the Locust master, or the only process), and the Locust workers request
+each index from it over Locust's custom messages:
 
 - ``RequestBudget.take()`` returns the next index, or ``None`` when every
   planned index was handed out. A budget with a pace also returns the wall
@@ -111,7 +111,7 @@ class RequestBudget:
     ``interval_s`` paces the plan: index ``i`` is due ``i * interval_s``
     seconds after the test started. ``after_load`` runs in the owning process
     after the last index finished (for example to watch the gateway recover),
-    before the test stops; it must be bounded in time.
+    before the test stops. It must be bounded in time.
     """
 
     def __init__(

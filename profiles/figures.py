@@ -1,8 +1,8 @@
 """Text for the web UI's Gateway table: figures in their units and sparklines.
 
-Kept apart from ``profiles.webui`` because that module imports Locust, which
-monkey-patches the standard library; this one imports nothing, so tests can
-use it in an ordinary process.
+Kept apart from ``profiles.webui``, which imports Locust and with it gevent's
+monkey-patching of the standard library. This module imports nothing, so
+tests can use it in an ordinary process.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each request sends unique hotwords (``hot<index>``), so a model cache keyed
 by request options loads a new instance every time, while a cache keyed by
-model identity only sees the identities. The requests cycle through more
+model identity loads each identity once. The requests cycle through more
 model identities than the cache bound, so a bounded cache has to evict.
 
 Two variants, chosen by the number of users:

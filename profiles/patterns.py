@@ -1,7 +1,7 @@
 """Patterns profile: request sequences that made speech services leak in the field, in one run.
 
 One user (``fixed_count = 1``, so one in the whole test, also in distributed
-mode) runs four phases in order; every request carries its phase in
+mode) runs four phases in order. Every request carries its phase in
 ``requests.jsonl`` and the phase boundaries go to ``events.jsonl``:
 
 1. ``burst``: ``SOAK_BURST_SIZE`` simultaneous first requests for one model

@@ -1,7 +1,7 @@
 """The profiles' own reads of the gateway's ``GET /v1/status``, recorded as Locust requests.
 
 A profile reads the status to drive its phases (has the pool drained? are
-the sessions gone?) and to measure how fast the status endpoint answers
+the sessions gone?) and to measure how fast the status endpoint responds
 under load. Each read fires Locust's request event, so it shows in Locust's
 statistics and in ``requests.jsonl`` like any other request, under its own
 name.

@@ -1,7 +1,7 @@
 """Clients for the gateway's streaming paths that Locust's HTTP users do not cover.
 
 - ``StreamClient``: the WebSocket ``/v1/sessions/{id}/stream``. The protocol
-  itself is the ``websockets`` library's sans-I/O ``ClientProtocol``; the
+  itself is the ``websockets`` library's sans-I/O ``ClientProtocol``. The
   bytes travel over a plain socket, which gevent makes cooperative, so a
   stream blocks only its own Locust user.
 - ``cut_chunk_upload``: an HTTP chunk upload whose connection is reset in the

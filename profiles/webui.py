@@ -17,7 +17,7 @@ URL`` shows the tab beside Locust's own charts. The tab has two parts:
 
 Readings come from the gateway's ``GET /v1/status``, read by the Locust
 process that serves the UI (the master in distributed mode). There is no
-polling loop of its own: a reading is taken when the UI asks for data and
+polling loop of its own. A reading is taken when the UI requests data and
 the last reading is older than ``READING_INTERVAL_S``, so the gateway is read
 only while someone watches, and at most every 2 s.
 """

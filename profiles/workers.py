@@ -7,9 +7,9 @@ Timeline, in seconds after the test started:
    up after ``SOAK_CLIENT_TIMEOUT_S`` and sends the next, as the incident's
    clients did. A 503 (the queue is full) is followed by a short pause.
 2. At ``SOAK_SATURATE_AFTER_S``: ``SOAK_STATUS_CALLS`` concurrent
-   ``GET /v1/status`` calls. A fixed gateway answers them at once, because
-   the status never waits on a worker; the leaky pool blocks the event loop
-   while a task runs, so each call waits behind the transcriptions in flight.
+   ``GET /v1/status`` calls. A fixed gateway responds at once, because the
+   status never waits on a worker. The leaky pool blocks the event loop while
+   a task runs, so each call waits behind the transcriptions in flight.
 3. ``SOAK_LOAD_S``: users send nothing more. Once the last client timeout
    has passed, no request of the load is in flight ("load stopped").
 4. The status is read every ``SOAK_POLL_INTERVAL_S`` until the active

@@ -17,7 +17,7 @@ from typing import Any
 from soak.errors import SoakError
 
 JEMALLOC_LIBRARY = "libjemalloc.so.2"
-# Where Debian's and Ubuntu's libjemalloc2 (and a few other distributions) install the library.
+# Install locations of libjemalloc.so.2 in Debian's and Ubuntu's libjemalloc2 and in a few other distributions.
 JEMALLOC_PATTERNS = (
     "/usr/lib/*-linux-gnu/" + JEMALLOC_LIBRARY,
     "/usr/lib/" + JEMALLOC_LIBRARY,

@@ -17,7 +17,7 @@ from soak.settings import REPO_ROOT, RunSettings
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 USAGE_LOG = "usage.jsonl"
-# Locust's usage monitor warns above 90 % of one core; from there on its own
+# Locust's usage monitor warns above 90 % of one core. From there on its own
 # timings (latency, the pacing of a soak) are no longer trustworthy.
 CPU_SATURATED_PERCENT = 90.0
 CPU_WARNING_TEXT = "CPU usage above"

@@ -1,4 +1,4 @@
-"""What each profile needs from a run: its defaults, the gateway's flags, the audio, and Locust's settings.
+"""Each profile's needs from a run: its defaults, the gateway's flags, the audio, and Locust's settings.
 
 ``resolve`` turns the profile-dependent ``None`` settings into the values a
 run uses, so the manifest records what really ran. ``gateway_args`` are the
@@ -202,7 +202,7 @@ def burst_identity(identities: list[str], cached: list[str]) -> str:
 
     The other phases use the default model, so nothing else loads it. An
     empty string (the default model, already loaded) means the burst cannot
-    show duplicate loads, and the judgement says so.
+    show duplicate loads, and the judgement reports it as INCONCLUSIVE.
     """
     uncached = [identity for identity in identities if identity not in cached]
     return uncached[-1] if uncached else ""

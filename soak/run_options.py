@@ -13,7 +13,7 @@ LEAK_NAMES = ("model-cache", "worker-futures", "session-buffers")
 
 
 def add_run_options(parser: argparse.ArgumentParser, runs_dir: Path) -> None:
-    """Add every run setting as an option; profile-specific ones say which profile reads them."""
+    """Add every run setting as an option; the help of a profile-specific one names the profile that reads it."""
     defaults = RunSettings()
     general = parser.add_argument_group("every profile")
     general.add_argument("--model", default=defaults.model, help=f"model preset (default {defaults.model})")

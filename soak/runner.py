@@ -50,7 +50,7 @@ DEFAULT_RUNS_DIR = REPO_ROOT / "reports" / "runs"
 LOCUST_EXIT_GRACE_S = 30.0
 LOCUST_STOP_TIMEOUT_S = 10.0
 # GET /v1/debug/memory walks every object reachable from the gateway's
-# module-level containers; with tracemalloc on it also takes a snapshot,
+# module-level containers. With tracemalloc on it also takes a snapshot,
 # which took 9 s for a 230 MB traced heap on a 2-core machine.
 DIAGNOSIS_TIMEOUT_S = 60.0
 
@@ -235,8 +235,12 @@ class Runner:
         cached = list(status.get("cached_identities") or [])
         if self.settings.model in available:
             default = self.settings.model
+        elif cached:
+            default = cached[0]
+        elif available:
+            default = available[0]
         else:
-            default = cached[0] if cached else (available[0] if available else self.settings.model)
+            default = self.settings.model
         identities = [default] + [name for name in available if name != default and name.startswith(default)]
         if self.settings.profile == "memory":
             limit = status.get("models_cache_limit") or self.settings.cache_max_models

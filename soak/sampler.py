@@ -142,7 +142,7 @@ class StatusSource:
 
     With ``rss_from_status`` (a remote gateway without a PID to sample) the
     sample's ``rss_bytes`` is the gateway's own ``rss_bytes`` figure, and
-    ``rss_source`` says so; a failed read leaves it ``None``.
+    ``rss_source`` is "status"; a failed read leaves it ``None``.
     """
 
     def __init__(self, base_url: str, timeout_s: float = STATUS_TIMEOUT_S, *, rss_from_status: bool = False) -> None:

@@ -6,7 +6,7 @@ When a run traces Python allocations, a thread fetches
 ``snapshots/NNNN-<trigger>.tracemalloc``: the zero-padded sequence number
 makes the names sort by time. A failed fetch is logged and recorded, and the
 run goes on, because a snapshot of a large heap can take seconds and a
-blocked gateway may not answer at all.
+blocked gateway may not respond at all.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ HTTP_TIMEOUT_S = 2.0
 
 
 class TargetError(SoakError):
-    """The gateway could not be started, never got ready, or did not answer as a gateway."""
+    """The gateway could not be started, never got ready, or did not respond as a gateway."""
 
 
 class StartedGateway:

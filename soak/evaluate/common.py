@@ -130,7 +130,7 @@ def judge_count_recovered(
     """Compare a process count (threads, open files) at the end with its post-warm-up value plus the tolerance.
 
     ``warm_sample`` is the sample that gives the post-warm-up count and
-    ``warm_label`` says in words when it was taken ("after the warm-up requests").
+    ``warm_label`` describes in words when it was taken ("after the warm-up requests").
     """
     noun = field.replace("_", " ")
     if not criteria.thread_and_file_counts_return:

@@ -32,9 +32,9 @@ from soak.results import CriterionResult, RunResult, combine_statuses
 from soak.verdict import leak_verdict, per_hour
 
 GROWTH = "soak_growth"
-# The post-warm-up level is taken after this share of the planned requests (24 simulated minutes of 480):
-# thread pools start their threads lazily, and a paced load reaches its full concurrency only when
-# requests overlap by chance, which the first few requests rarely do.
+# The post-warm-up level is taken after this share of the planned requests (24 simulated minutes of 480).
+# Thread pools start their threads lazily, and a paced load reaches its full concurrency only when
+# requests happen to overlap, which the first few requests rarely do.
 WARM_UP_FRACTION = 0.05
 LEAK_VERDICT = "rss_trend_over_time"
 SECONDS_PER_HOUR = 3600.0

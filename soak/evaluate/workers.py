@@ -1,4 +1,4 @@
-"""Judge a workers-profile run: the status answers while the pool is saturated, and the pool drains.
+"""Judge a workers-profile run: the status endpoint responds while the pool is saturated, and the pool drains.
 
 - Status calls while saturated: every one of the profile's concurrent
   ``GET /v1/status`` calls returned 200 within ``status_call_limit_s``.
