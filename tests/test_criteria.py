@@ -50,11 +50,16 @@ def test_defaults_load():
     assert criteria.soak_growth_bytes == 500_000_000
     assert criteria.max_timeout_rate_percent == 0.0
     assert criteria.thread_and_file_counts_return is True
-    assert criteria.thread_and_file_count_tolerance == 0
+    assert criteria.thread_and_file_count_tolerance == 1, "the soak profile's own table allows one short-lived thread"
     assert criteria.min_leak_rate_bytes_per_hour == 10 * MIB
     assert criteria.leak_alpha == 0.05
     assert criteria.leak_min_points == 8
     assert criteria.fail_on_inconclusive_leak_verdict is False
+
+
+def test_default_tolerance_zero_outside_soak():
+    assert load_criteria(None, "memory").thread_and_file_count_tolerance == 0
+    assert load_criteria(None, "workers").status_call_limit_s == 2.0
 
 
 @pytest.mark.parametrize("profile", KNOWN_PROFILES)
