@@ -57,14 +57,16 @@ class BearerAuth:
 
     def __init__(self, app: ASGIApp, token: str):
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in UNAUTHENTICATED_PATHS:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if hmac.compare_digest(supplied, self.expected):
+        scheme, _, credentials = supplied.partition(b" ")
+        # The auth scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.expected):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 
 from gateway import presets
-from gateway.errors import ModelLoadError, NotFoundError
+from gateway.errors import InvalidAudioError, ModelLoadError, NotFoundError
 from gateway.presets import quiet_stdout
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+# FunASR's feature extraction divides by the frame count, so audio shorter
+# than one 25 ms analysis window raises ZeroDivisionError inside FunASR.
+MIN_SAMPLES = SAMPLE_RATE * 25 // 1000
 
 # AutoModel construction sets process-wide state (torch's RNG seed and thread
 # count, sys.stdout redirection here), so loads of different models run one at a time.
@@ -137,6 +140,12 @@ class LoadedModel:
 
     def transcribe(self, audio: np.ndarray, options: RequestOptions) -> Transcript:
         """Run VAD, then the Paraformer on each speech segment."""
+        if audio.size < MIN_SAMPLES:
+            raise InvalidAudioError(
+                f"audio lasts {audio.size * 1000 / SAMPLE_RATE:.1f} ms, shorter than the minimum of "
+                f"{MIN_SAMPLES * 1000 // SAMPLE_RATE} ms; send a longer recording",
+                code="audio_too_short",
+            )
         with self.lock:
             vad_result = self.automodel.inference(
                 audio, model=self.automodel.vad_model, kwargs=self.automodel.vad_kwargs, disable_pbar=True
@@ -144,7 +153,8 @@ class LoadedModel:
             spans = []
             for start_ms, end_ms in vad_result[0].get("value", []) if vad_result else []:
                 start, end = int(start_ms), int(end_ms)
-                if end > start and start * SAMPLE_RATE // 1000 < audio.size:
+                piece_samples = min(end * SAMPLE_RATE // 1000, audio.size) - start * SAMPLE_RATE // 1000
+                if end > start and piece_samples >= MIN_SAMPLES:
                     spans.append((start, end))
             pieces = [audio[start * SAMPLE_RATE // 1000 : end * SAMPLE_RATE // 1000] for start, end in spans]
             texts = [""] * len(spans)

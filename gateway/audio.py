@@ -43,6 +43,13 @@ def resolve_media_path(audio_url: str, media_roots: tuple[Path, ...]) -> Path:
             f"audio_url has {len(audio_url)} characters, more than the limit of {MAX_URL_CHARS}",
             code="invalid_audio_url",
         )
+    try:
+        audio_url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            "audio_url contains a lone UTF-16 surrogate, which no file name can hold; send valid Unicode",
+            code="invalid_audio_url",
+        ) from None
     short_url = audio_url if len(audio_url) <= 200 else audio_url[:200] + "..."
     if "\x00" in audio_url:
         raise InvalidRequestError(f"audio_url {short_url!r} contains a NUL character", code="invalid_audio_url")

@@ -23,6 +23,7 @@ from gateway.downloads import Downloader
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.memory_guard import MemoryGuard
 from gateway.model_cache import ModelCache, ModelCacheProtocol
+from gateway import presets
 from gateway.presets import RANDOM_WEIGHTS_NOTE, available_models
 from gateway.sessions import SessionStore, SessionStoreProtocol
 from gateway.settings import Settings
@@ -105,6 +106,8 @@ class Gateway:
         self.default_model_error: str | None = None
         self.ready = False
         self.draining = False
+        # Sessions a WebSocket is streaming into; no other client may use them meanwhile.
+        self.streaming_sessions: set[str] = set()
         self._warmup: asyncio.Task | None = None
 
         from gateway.metrics import Metrics
@@ -195,10 +198,17 @@ class Gateway:
                     code="model_not_ready",
                 )
             return self.default_identity
-        if not name or len(name) > 128 or "/" in name or "\\" in name or name.startswith("."):
+        if not name or len(name) > 128 or not name.isprintable() or any(c in name for c in "/\\") or name.startswith("."):
             raise InvalidRequestError(
                 f"model {name[:40]!r} is not a model name; use one of GET /v1/status models_available",
                 code="invalid_model",
+            )
+        if name not in self.model_names() and presets.resolve_preset_name(name) not in self.model_names():
+            available = ", ".join(self.model_names()) or "none prepared"
+            raise NotFoundError(
+                f"model {name!r} not found among the served models (available: {available}); run `gateway models prepare`, "
+                "or add a folder with config.yaml and model.pt under the models folder",
+                code="model_not_found",
             )
         return asr.resolve_identity(name, self.settings.models_dir, self.settings.device)
 

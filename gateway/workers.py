@@ -29,6 +29,20 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SATURATION_LOG_INTERVAL_S = 30.0
+PRESTART_TIMEOUT_S = 30.0
+
+
+def prestart_threads(executor: ThreadPoolExecutor, workers: int) -> None:
+    """Start every worker thread now rather than on demand.
+
+    ``ThreadPoolExecutor`` adds a thread only when no idle one exists, so the
+    thread count would otherwise creep up during a run and read as a leak of
+    threads. Each thread blocks on a barrier until all of them exist.
+    """
+    barrier = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        executor.submit(barrier.wait, PRESTART_TIMEOUT_S)
+    barrier.wait(PRESTART_TIMEOUT_S)
 
 
 class WorkerPoolProtocol(Protocol):
@@ -50,6 +64,7 @@ class WorkerPool:
         self._task_timeout_s = task_timeout_s
         self._stuck_after_s = task_timeout_s * stuck_after_timeouts
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        prestart_threads(self._executor, workers)
         self._lock = threading.Lock()
         self._queued = 0
         self._running: dict[int, float] = {}  # task id -> monotonic start time

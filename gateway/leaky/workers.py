@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.errors import TaskTimeoutError
+from gateway.workers import prestart_threads
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class LeakyWorkerPool:
         self._workers = workers
         self._task_timeout_s = task_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference-leaky")
+        prestart_threads(self._executor, workers)
         self._lock = threading.Lock()
         self._active = 0
         self._submitted = 0

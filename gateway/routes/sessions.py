@@ -45,6 +45,15 @@ def require_single_process(gateway: Gateway = Depends(gateway_of)) -> Gateway:
     return gateway
 
 
+def reject_if_streaming(gateway: Gateway, session_id: str) -> None:
+    if session_id in gateway.streaming_sessions:
+        raise GatewayError(
+            f"session {session_id!r} is being streamed over a WebSocket; only that connection may add to or end it",
+            code="session_streaming",
+            http_status=409,
+        )
+
+
 class SessionOpenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +82,7 @@ async def append_chunk(session_id: str, request: Request, gateway: Gateway = Dep
         chunk += part
         if len(chunk) > limit:
             raise PayloadTooLargeError(f"chunk is over the limit of {limit} bytes; send smaller chunks")
+    reject_if_streaming(gateway, session_id)
     buffered = gateway.components.sessions.append(session_id, bytes(chunk))
     return {"session_id": session_id, "buffered_bytes": buffered}
 
@@ -91,6 +101,7 @@ def pcm_loader(pcm: bytes, sample_rate: int, session_id: str):
 
 @router.post("/v1/sessions/{session_id}/close")
 async def close_session(session_id: str, request: Request, gateway: Gateway = Depends(require_single_process)) -> dict:
+    reject_if_streaming(gateway, session_id)
     closed = gateway.components.sessions.close(session_id)
     identity = gateway.identity_for(closed.model)
     load_audio = pcm_loader(closed.audio, closed.sample_rate, closed.session_id)
@@ -100,6 +111,7 @@ async def close_session(session_id: str, request: Request, gateway: Gateway = De
 
 @router.delete("/v1/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: str, gateway: Gateway = Depends(require_single_process)) -> Response:
+    reject_if_streaming(gateway, session_id)
     gateway.components.sessions.delete(session_id)
     return Response(status_code=204)
 
@@ -133,6 +145,9 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         sample_rate = int(websocket.query_params.get("sample_rate", "16000"))
         model = websocket.query_params.get("model")
         identity = gateway.identity_for(model)
+        if session_id in gateway.streaming_sessions:
+            await _close(websocket, CLOSE_POLICY, f"session {session_id!r} is already being streamed by another connection")
+            return
         if not sessions.has(session_id):
             sessions.open(session_id, sample_rate, model)
     except GatewayError as error:
@@ -142,6 +157,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await _close(websocket, CLOSE_POLICY, "sample_rate must be an integer number of Hz")
         return
 
+    gateway.streaming_sessions.add(session_id)
     finished = False
     partial_step_bytes = int(settings.stream_partial_interval_s * sample_rate) * PCM16_BYTES
     next_partial_at = partial_step_bytes
@@ -198,6 +214,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     except WebSocketDisconnect:
         logger.info("Stream %s: client disconnected", session_id)
     finally:
+        gateway.streaming_sessions.discard(session_id)
         if not finished:
             released = sessions.abandon(session_id)
             logger.info("Stream %s ended without an end event; session %s", session_id, "released" if released else "kept")

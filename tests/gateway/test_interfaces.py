@@ -227,3 +227,69 @@ def test_tracemalloc_snapshot_round_trip(start_gateway, tmp_path):
     assert server.status()["tracemalloc_traced_bytes"] > 0
     assert snapshot.traceback_limit == 2
     assert len(snapshot.traces) > 0
+
+
+def test_bearer_scheme_is_case_insensitive(start_gateway):
+    server = start_gateway(env={"GATEWAY_AUTH_TOKEN": TOKEN})
+
+    lower = httpx.get(server.url + "/v1/status", headers={"Authorization": f"bearer {TOKEN}"}, timeout=10)
+    basic = httpx.get(server.url + "/v1/status", headers={"Authorization": f"Basic {TOKEN}"}, timeout=10)
+
+    assert lower.status_code == 200
+    assert basic.status_code == 401
+
+
+async def second_stream_close_code(url: str) -> int:
+    async with websockets.connect(url) as first:
+        await first.send(PCM[:32000])
+        await first.send(json.dumps({"event": "ping"}))
+        assert json.loads(await first.recv())["type"] == "pong"
+        code = await close_code_after(url, PCM[:32000], json.dumps({"event": "end"}))
+        await first.send(json.dumps({"event": "end"}))
+        final = [json.loads(m) async for m in first]
+        assert final[-1]["type"] == "final"
+        return code
+
+
+def test_second_stream_cannot_take_over_session(start_gateway):
+    server = start_gateway()
+
+    code = asyncio.run(second_stream_close_code(ws_url(server, "owned")))
+
+    assert code == 1008
+    wait_until(lambda: server.status()["sessions_open"] == 0, timeout_s=30, message="session released")
+
+
+@pytest.mark.parametrize("model", ["fsmn-vad", "paraformer-tiny\u0000"])
+def test_unserved_model_names_rejected(start_gateway, model):
+    server = start_gateway()
+
+    response = server.transcribe(audio_url="speech.wav", model=model)
+
+    assert response.status_code in (400, 404)
+    assert response.json()["error"]["code"] in ("invalid_model", "model_not_found")
+    assert server.status()["models_cached"] == 1
+
+
+def test_too_short_audio_and_surrogates_are_400(start_gateway, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "short.wav").write_bytes((DATA / "speech.wav").read_bytes()[:100])
+    server = start_gateway("--media-root", str(media))
+
+    short = server.transcribe(audio_url=str(media / "short.wav"))
+    surrogate = httpx.post(
+        server.url + "/v1/responses", content=b'{"audio_url": "\\ud800"}',
+        headers={"content-type": "application/json"}, timeout=30,
+    )
+    session_id = httpx.post(server.url + "/v1/sessions", json={}, timeout=10).json()["session_id"]
+    httpx.post(server.url + f"/v1/sessions/{session_id}/chunks", content=b"\x01\x00" * 28, timeout=10)
+    closed = httpx.post(server.url + f"/v1/sessions/{session_id}/close", timeout=30)
+
+    assert short.status_code == 400
+    assert short.json()["error"]["code"] == "audio_too_short"
+    assert "25 ms" in short.json()["error"]["message"]
+    assert surrogate.status_code == 400
+    assert surrogate.json()["error"]["code"] == "invalid_audio_url"
+    assert closed.status_code == 400
+    assert closed.json()["error"]["code"] == "audio_too_short"

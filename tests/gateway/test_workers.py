@@ -172,3 +172,11 @@ def test_begin_shutdown_rejects_queued_keeps_running():
         assert await pool.shutdown(1.0) == 0
 
     asyncio.run(scenario())
+
+
+def test_pool_starts_every_thread_up_front():
+    before = threading.active_count()
+    pool = WorkerPool(workers=3, max_queue=0, task_timeout_s=WAIT_S)
+
+    assert threading.active_count() == before + 3
+    asyncio.run(pool.shutdown(1.0))
