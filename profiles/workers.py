@@ -22,9 +22,9 @@ puts them. The phases and readings go to ``events.jsonl``, the calls to
 ``requests.jsonl`` under their own names.
 
 Settings (environment variables): ``SOAK_AUDIO_URL`` (default
-``speech-120s.wav``, which ``soak media`` writes), ``SOAK_LOAD_S`` (25),
+``speech-60s.wav``, which ``soak media`` writes), ``SOAK_LOAD_S`` (25),
 ``SOAK_SATURATE_AFTER_S`` (8), ``SOAK_STATUS_CALLS`` (20),
-``SOAK_STATUS_TIMEOUT_S`` (60), ``SOAK_CLIENT_TIMEOUT_S`` (3),
+``SOAK_STATUS_TIMEOUT_S`` (60), ``SOAK_CLIENT_TIMEOUT_S`` (2),
 ``SOAK_RECOVERY_WATCH_S`` (90), ``SOAK_POLL_INTERVAL_S`` (0.5).
 """
 
@@ -44,12 +44,12 @@ from profiles.common import env_float, env_int, env_str, log_event, process_role
 from profiles.control import owns_the_test, request_stop
 from profiles.status import StatusReader, reading_fields
 
-AUDIO_URL = env_str("SOAK_AUDIO_URL", "speech-120s.wav")
+AUDIO_URL = env_str("SOAK_AUDIO_URL", "speech-60s.wav")
 LOAD_S = env_float("SOAK_LOAD_S", 25.0, minimum=1.0)
 SATURATE_AFTER_S = env_float("SOAK_SATURATE_AFTER_S", 8.0)
 STATUS_CALLS = env_int("SOAK_STATUS_CALLS", 20)
 STATUS_TIMEOUT_S = env_float("SOAK_STATUS_TIMEOUT_S", 60.0, minimum=0.1)
-CLIENT_TIMEOUT_S = env_float("SOAK_CLIENT_TIMEOUT_S", 3.0, minimum=0.1)
+CLIENT_TIMEOUT_S = env_float("SOAK_CLIENT_TIMEOUT_S", 2.0, minimum=0.1)
 RECOVERY_WATCH_S = env_float("SOAK_RECOVERY_WATCH_S", 90.0, minimum=1.0)
 POLL_INTERVAL_S = env_float("SOAK_POLL_INTERVAL_S", 0.5, minimum=0.05)
 # After a 503 the user waits this long, or the Retry-After if that is shorter.
