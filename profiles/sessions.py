@@ -39,7 +39,7 @@ import wave
 from pathlib import Path
 
 import gevent
-from locust import HttpUser, constant, task
+from locust import HttpUser, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
@@ -65,8 +65,17 @@ REQUEST_TIMEOUT_S = env_float("SOAK_REQUEST_TIMEOUT_S", 60.0, minimum=1.0)
 CLEANUP_WATCH_MARGIN_S = 10.0
 POLL_INTERVAL_S = 1.0
 STATUS_TIMEOUT_S = 5.0
-# Session ids of one test run share a prefix, so that runs against one gateway do not collide.
-RUN_TOKEN = uuid.uuid4().hex[:8]
+
+
+class _TestToken:
+    """The prefix of this test's session ids, new for every test, so that tests against one gateway do not collide."""
+
+    value = uuid.uuid4().hex[:8]
+
+
+@events.test_start.add_listener
+def _on_test_start(**_: object) -> None:
+    _TestToken.value = uuid.uuid4().hex[:8]
 
 
 def read_pcm(path: Path) -> bytes:
@@ -120,7 +129,7 @@ class StreamingSessionUser(HttpUser):
 
         index = grant.index
         fate = FATES[index % len(FATES)]
-        session_id = f"soak-{RUN_TOKEN}-{index}"
+        session_id = f"soak-{_TestToken.value}-{index}"
         context = {"index": index, "phase": fate}
         try:
             if fate.startswith("ws-"):
