@@ -7,8 +7,8 @@ the gate exit 2; any other outcome exits 1.
 
 The settings are 60 memory requests per run, 25 s of saturating load, 36
 sessions with a 5 s TTL and a 1 s sweep, and the 8-hour soak compressed 120
-times (4 minutes). The whole gate took 12 minutes on a 2-core machine shared
-with other test runs (docs/soak-harness.md has the figures).
+times (4 minutes). The whole gate took 8.4 minutes on a 2-core machine, and
+12 when other test runs shared it (docs/soak-harness.md has the figures).
 
 Layout of the gate folder: one folder per part (``memory/`` is a comparison
 folder with ``leaky/`` and ``fixed/``), plus the gate's own

@@ -151,9 +151,11 @@ def with_high_water(criterion: CriterionResult, by_phase: dict[str, list[Request
     end_bytes = short[-1].rss_bytes
     details = {**criterion.details, "rss_before_long_bytes": before_bytes, "rss_peak_long_bytes": peak_bytes,
                "rss_after_short_bytes": end_bytes, "retained_bytes": end_bytes - before_bytes}
+    retained_mib = (end_bytes - before_bytes) / MIB
+    direction = "above" if retained_mib >= 0 else "below"
     reason = (
-        f"{criterion.reason} After the long files RSS stayed {(end_bytes - before_bytes) / MIB:+.0f} MiB above its level "
-        f"before them ({before_bytes / MIB:.0f} MiB before, {peak_bytes / MIB:.0f} MiB at the peak, "
+        f"{criterion.reason} After the short files RSS was {abs(retained_mib):.0f} MiB {direction} its level before "
+        f"the long files ({before_bytes / MIB:.0f} MiB before, {peak_bytes / MIB:.0f} MiB at the peak, "
         f"{end_bytes / MIB:.0f} MiB after the short files)."
     )
     return CriterionResult(criterion.key, criterion.title, criterion.status, criterion.measured, criterion.limit,

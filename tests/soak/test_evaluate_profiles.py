@@ -246,7 +246,7 @@ def test_patterns_single_load_passes(tmp_path):
     short = result.criterion("short_after_long_growth")
     assert short.status in ("PASS", "INCONCLUSIVE")
     assert short.details["retained_bytes"] == pytest.approx(40 * MIB, abs=MIB)
-    assert "stayed +40 MiB above its level before them" in short.reason
+    assert "RSS was 40 MiB above its level before the long files" in short.reason
     assert result.criterion("requests_completed").status == "PASS"
 
 
