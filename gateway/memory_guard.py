@@ -87,7 +87,7 @@ class MemoryGuard:
         if over:
             self.refused_loads_total += 1
             raise MemoryLimitError(
-                f"loading model {model_name!r} refused: RSS {after / 2**20:.0f} MiB is above the memory limit of "
+                f"loading model {model_name!r} rejected: RSS {after / 2**20:.0f} MiB is above the memory limit of "
                 f"{self.limit_bytes / 2**20:.0f} MiB ({self.source}); retry later, use a cached model, "
                 "or raise --memory-limit-bytes"
             )

@@ -102,7 +102,7 @@ def run_server(settings: Settings, sockets: list | None = None) -> int:
     # timeout or a second signal, so the process exits without them.
     still_running = app.state.gateway.components.pool.stats()["workers_active"]
     if still_running:
-        logger.warning("Exiting with %d inference tasks still running; their clients get no answer", still_running)
+        logger.warning("Exiting with %d inference tasks still running; their clients get no response", still_running)
         logging.shutdown()
         os._exit(exit_status or 1)
     return exit_status if server.started else 1
