@@ -1,4 +1,4 @@
-"""nox sessions: ``tests`` (pytest) and ``soak`` (the CI gate: every profile, plus the leaky memory reference).
+"""nox sessions: ``tests`` (pytest), ``soak`` (the CI gate: every profile, plus the leaky memory reference) and ``bench``.
 
 Both use nox's default backend, virtualenv + pip, never uv: pip here reads a
 local wheel store that has the CPU build of torch 2.13.0, while uv would
@@ -49,3 +49,14 @@ def soak(session: nox.Session) -> None:
             session.log("soak gate could not carry out a part (exit status 2); nox exits with status 2.")
             raise SystemExit(SOAK_EXIT_NOT_CARRIED_OUT) from None
         raise
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and write docs/benchmarks.md and docs/benchmarks.json (about 15 minutes on 2 cores).
+
+    posargs go to ``soak bench``, for example ``-- --sections throughput --rounds 3``.
+    """
+    session.install(*INSTALL_ARGS)
+    session.run("gateway", "models", "prepare", "--size", "50mb", "--copies", "4")
+    session.run("soak", "bench", *session.posargs)

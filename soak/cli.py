@@ -1,4 +1,4 @@
-"""Command line: ``soak run``, ``soak compare``, ``soak gate``, ``soak media`` and ``soak report``.
+"""Command line: ``soak run``, ``soak compare``, ``soak gate``, ``soak media``, ``soak report`` and ``soak bench``.
 
 Exit status: 0 the run (or comparison) passed, 1 a criterion failed or could
 not be decided, 2 the run could not be carried out (or the command was
@@ -28,6 +28,7 @@ from soak.evaluate import evaluate_run
 from soak.report import format_comparison, format_run, write_run_outputs
 from soak.results import EXIT_ERROR, RunResult
 from soak.rundir import MANIFEST, REPORT, RunFolder
+from soak.bench.runner import DEFAULT_PAGE, DEFAULT_WORK_DIR, SECTION_MODULES, run_bench
 from soak.gate import GATE_PROFILES, run_gate
 from soak.media import write_media
 from soak.run_options import LEAK_NAMES, add_run_options, leaks_value, settings_from
@@ -35,6 +36,9 @@ from soak.runner import DEFAULT_RUNS_DIR, run_comparison, run_once, write_compar
 from soak.settings import DEFAULT_AUDIO, PROFILES
 
 logger = logging.getLogger("soak")
+
+# More rounds than this would run for hours; the page's medians need 5.
+MAX_ROUNDS = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
                         f"criterion's limit when that is larger (default {DEFAULT_TOLERANCE * 100:g}, and "
                         f"{figure_tolerances_text()}); KEY=PERCENT sets one figure, such as rss_after_profile=10; "
                         "repeatable")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark the gateway against direct FunASR calls and funasr-server, and the harness's own costs",
+        description="Start the gateway, funasr-server and a direct-call worker on loopback, measure each section "
+        "group over alternating rounds, and write the Markdown page and the raw JSON. Exit 1 when a group could "
+        "not be measured.",
+    )
+    bench.add_argument("--sections", default=",".join(SECTION_MODULES), type=bench_groups_value,
+                       help=f"comma list of section groups to run (default {','.join(SECTION_MODULES)})")
+    bench.add_argument("--rounds", type=rounds_value, default=5, help=f"alternating rounds per figure, 1 to {MAX_ROUNDS} (default 5)")
+    bench.add_argument("--model", default="paraformer-50mb", help="model preset (default paraformer-50mb)")
+    bench.add_argument("--models-dir", type=Path, default=None, help="models folder (default: the gateway's default)")
+    bench.add_argument("--out", type=Path, default=DEFAULT_PAGE, help=f"Markdown page to write (default {DEFAULT_PAGE})")
+    bench.add_argument("--json", type=Path, default=None, help="raw JSON to write (default: the page's path with .json)")
+    bench.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                       help=f"folder for server logs and generated inputs (default {DEFAULT_WORK_DIR})")
     return parser
 
 
@@ -131,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             return run_gate(args.out, args.profiles, model=args.model, models_dir=args.models_dir,
                             criteria_path=args.criteria, requests=args.requests, compress=args.compress, locust_args=locust_args)
+        if args.command == "bench":
+            return run_bench(
+                groups=args.sections, rounds=args.rounds, model=args.model, models_dir=args.models_dir, page_path=args.out,
+                json_path=args.json or args.out.with_suffix(".json"), work_dir=args.work_dir,
+                command_line=" ".join(["soak", *own_args]),
+            )
         if args.command == "report":
             return report(args.folders, args.criteria, args.baseline, args.tolerance)
         settings = settings_from(args, locust_args)
@@ -206,6 +232,24 @@ def split_locust_args(argv: list[str]) -> tuple[list[str], list[str]]:
         return argv, []
     position = argv.index("--")
     return argv[:position], argv[position + 1 :]
+
+
+def bench_groups_value(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTION_MODULES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"invalid section groups {text[:80]!r}: use a comma list of {', '.join(SECTION_MODULES)}")
+    return names
+
+
+def rounds_value(text: str) -> int:
+    try:
+        rounds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid rounds {text[:40]!r}: use a whole number from 1 to {MAX_ROUNDS}") from None
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"rounds must be from 1 to {MAX_ROUNDS}, got {text[:40]}; the page's medians need 5 or more")
+    return rounds
 
 
 def gate_profiles_value(text: str) -> list[str]:
