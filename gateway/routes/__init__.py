@@ -18,7 +18,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def gateway_of(request: Request) -> Gateway:
+# The dependencies below are async because FastAPI runs a plain ``def``
+# dependency on a thread of anyio's pool: two thread switches per request,
+# each of which waits for the GIL while inference threads hold it.
+async def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 

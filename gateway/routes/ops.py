@@ -53,7 +53,7 @@ def is_loopback(request: Request) -> bool:
         return False
 
 
-def require_debug_access(request: Request, gateway: Gateway = Depends(gateway_of)) -> Gateway:
+async def require_debug_access(request: Request, gateway: Gateway = Depends(gateway_of)) -> Gateway:
     """Allow debug views when they are on, to loopback clients or holders of the debug token."""
     settings = gateway.settings
     if not settings.debug_endpoints:

@@ -32,7 +32,7 @@ PCM16_BYTES = 2
 MAX_EVENT_CHARS = 4096
 
 
-def require_single_process(gateway: Gateway = Depends(gateway_of)) -> Gateway:
+async def require_single_process(gateway: Gateway = Depends(gateway_of)) -> Gateway:
     """Reject the HTTP session endpoints when several processes share the port."""
     if gateway.settings.processes > 1:
         raise GatewayError(

@@ -1,14 +1,16 @@
-"""The listening socket: bound early, and its connections sent without Nagle's delay."""
+"""The listening socket and request dispatch: bound early, no Nagle delay, no thread hop per request."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 
 import pytest
 
-from gateway.server import bind_listener
 from gateway.errors import SettingsError
+from gateway.routes import ops, sessions, transcribe
+from gateway.server import bind_listener
 
 
 def test_listener_connections_get_tcp_nodelay() -> None:
@@ -37,7 +39,7 @@ def test_listener_connections_get_tcp_nodelay() -> None:
     assert asyncio.run(accept_one()) != 0
 
 
-def test_busy_port_fails_with_the_port_and_the_fix() -> None:
+def test_busy_port_rejected() -> None:
     first = bind_listener("127.0.0.1", 0)
     port = first.getsockname()[1]
     try:
@@ -45,3 +47,22 @@ def test_busy_port_fails_with_the_port_and_the_fix() -> None:
             bind_listener("127.0.0.1", port)
     finally:
         first.close()
+
+
+
+def dependency_calls(dependant) -> list:
+    calls = []
+    for dependency in dependant.dependencies:
+        calls.append(dependency.call)
+        calls.extend(dependency_calls(dependency))
+    return calls
+
+
+def test_route_dependencies_are_coroutines() -> None:
+    """Every route dependency runs on the event loop: a plain ``def`` one would hop to anyio's thread pool per request."""
+    routes = [*ops.router.routes, *transcribe.router.routes, *sessions.router.routes]
+    calls = [call for route in routes for call in dependency_calls(route.dependant)]
+
+    assert {call.__name__ for call in calls} >= {"gateway_of", "require_debug_access", "require_single_process"}
+    for call in calls:
+        assert inspect.iscoroutinefunction(call), call.__qualname__
