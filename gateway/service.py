@@ -22,7 +22,7 @@ from gateway.asr import ModelIdentity, RequestOptions, Transcript
 from gateway.downloads import Downloader
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.memory_guard import MemoryGuard
-from gateway.model_cache import ModelCache, ModelCacheProtocol
+from gateway.model_cache import ModelCache, ModelCacheProtocol, freeze_startup_objects
 from gateway import presets
 from gateway.presets import RANDOM_WEIGHTS_NOTE, available_models
 from gateway.sessions import SessionStore, SessionStoreProtocol
@@ -136,6 +136,8 @@ class Gateway:
             self.default_identity = asr.resolve_identity(self.settings.model, self.settings.models_dir, self.settings.device)
 
             def warm() -> None:
+                frozen = freeze_startup_objects()
+                logger.info("Moved %d start-up objects to the collector's permanent generation", frozen)
                 with self.components.cache.lease(self.default_identity, RequestOptions()):
                     pass
 

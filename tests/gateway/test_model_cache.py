@@ -6,6 +6,9 @@ models through the same cache.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -200,3 +203,29 @@ def test_leaky_cache_grows_per_option_combination():
         assert loader.loaded == ["a"] * 5
     finally:
         _MODELS.clear()
+
+
+FREEZE_PROBE = """
+import gc, json
+from gateway.model_cache import freeze_startup_objects
+tracked_before = len(gc.get_objects())
+frozen = freeze_startup_objects()
+tracked_after = len(gc.get_objects())
+class Node:
+    pass
+node = Node()
+node.self = node
+del node
+print(json.dumps({"tracked_before": tracked_before, "frozen": frozen, "tracked_after": tracked_after, "collected": gc.collect()}))
+"""
+
+
+def test_freeze_startup_objects_keeps_new_cycles_collectable():
+    """GIVEN a fresh process WHEN start-up objects are frozen THEN collections skip them and still free new cycles."""
+    completed = subprocess.run([sys.executable, "-c", FREEZE_PROBE], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert figures["frozen"] > figures["tracked_before"]
+    assert figures["tracked_after"] < figures["frozen"] / 100
+    assert figures["collected"] >= 1
