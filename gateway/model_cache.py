@@ -7,9 +7,9 @@ every cached model is leased, the cache holds one more than its bound until a
 lease ends (a soft bound) rather than unloading a model in use.
 
 Unloading returns memory to the OS: references dropped, ``gc.collect()``,
-``torch.cuda.empty_cache()`` on CUDA, then ``malloc_trim(0)`` on glibc. Without
-the trim, glibc kept most of a freed model's pages resident in our
-measurements.
+``torch.cuda.empty_cache()`` on CUDA, then ``malloc_trim(0)`` on glibc, or a
+purge of every arena when jemalloc is preloaded. Without the trim, glibc kept
+most of a freed model's pages resident in our measurements.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def unload_model(model: LoadedModel | None) -> None:
         import torch
 
         torch.cuda.empty_cache()
-    native.malloc_trim()
+    native.return_freed_memory()
 
 
 class ModelCache:

@@ -1,7 +1,12 @@
-"""Native-memory controls: glibc's malloc_trim and oneDNN's primitive cache.
+"""Native-memory controls: glibc's malloc_trim, jemalloc's purge and oneDNN's primitive cache.
 
-Both are process-wide. ``malloc_trim`` exists only on glibc; on other C
-libraries :func:`malloc_trim` does nothing and returns False.
+All are process-wide. ``malloc_trim`` exists only on glibc; on other C
+libraries :func:`malloc_trim` does nothing and returns False. jemalloc,
+when preloaded (``LD_PRELOAD=libjemalloc.so.2``), serves every ``malloc``
+instead of glibc, so ``malloc_trim`` cannot reach its pages; without a
+background thread it returns them only as later allocations advance its
+decay clock, so an idle process keeps them. :func:`return_freed_memory`
+does both.
 """
 
 from __future__ import annotations
@@ -48,6 +53,44 @@ def malloc_trim() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
+
+
+# jemalloc's MALLCTL_ARENAS_ALL: "arena.4096.purge" purges every arena (jemalloc 5).
+JEMALLOC_ALL_ARENAS = 4096
+
+_mallctl = None
+_mallctl_checked = False
+
+
+def _load_mallctl():
+    global _mallctl, _mallctl_checked
+    if _mallctl_checked:
+        return _mallctl
+    _mallctl_checked = True
+    try:
+        # A preloaded jemalloc puts mallctl in the global symbol namespace; glibc has none.
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    logger.info("jemalloc is the process's allocator; freed models are purged from its arenas")
+    _mallctl = mallctl
+    return _mallctl
+
+
+def jemalloc_purge() -> bool:
+    """Purge the unused dirty pages of every jemalloc arena; return False when jemalloc is not loaded or refused."""
+    mallctl = _load_mallctl()
+    if mallctl is None:
+        return False
+    return mallctl(f"arena.{JEMALLOC_ALL_ARENAS}.purge".encode(), None, None, None, 0) == 0
+
+
+def return_freed_memory() -> None:
+    """Return freed heap pages to the OS, from jemalloc's arenas when it is preloaded, else from glibc's."""
+    if not jemalloc_purge():
+        malloc_trim()
 
 
 def bound_onednn_primitive_cache(capacity: int) -> None:
