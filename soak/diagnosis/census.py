@@ -10,6 +10,7 @@ import numpy as np
 import scipy.stats
 
 from soak.diagnosis.retention import Holder, holder_for_type
+from soak.trend import DEFAULT_MAX_POINTS, bin_medians
 
 MIB = 1024 * 1024
 
@@ -134,7 +135,10 @@ def fitted_bytes_per_unit(values: np.ndarray, residual: np.ndarray) -> tuple[flo
     """Fit the unexplained RSS against a gauge with Theil-Sen, or return None without two distinct gauge values."""
     if len(np.unique(values)) < 2:
         return None, None, None
-    slope = float(scipy.stats.theilslopes(residual, values).slope)
+    # Theil-Sen takes every pair of points; bin an 8-hour series first, as the leak verdict does.
+    order = np.argsort(values, kind="stable")
+    values_fit, residual_fit = bin_medians(values[order], residual[order], DEFAULT_MAX_POINTS)
+    slope = float(scipy.stats.theilslopes(residual_fit, values_fit).slope)
     if not math.isfinite(slope):
         return None, None, None
     return max(slope, 0.0), "Theil-Sen fit of the RSS left after the gauges of known size", "fitted"
@@ -173,7 +177,9 @@ def fitted_growth(rows: list[dict[str, Any]], value_of) -> float | None:
     values = np.array([value for _, value in points])
     if times[-1] <= times[0]:
         return None
-    slope = float(scipy.stats.theilslopes(values, times).slope)
+    # Theil-Sen takes every pair of points, so 28,800 samples (8 hours at 1 Hz) would need about 20 GiB.
+    times_fit, values_fit = bin_medians(times, values, DEFAULT_MAX_POINTS)
+    slope = float(scipy.stats.theilslopes(values_fit, times_fit).slope)
     return slope * float(times[-1] - times[0])
 
 

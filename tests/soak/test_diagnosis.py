@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import tracemalloc
 
+import numpy as np
 import pytest
 
 from soak.diagnosis import DIAGNOSIS, SNAPSHOTS_DIR, Holder, describe_holder, diagnose
-from soak.diagnosis.census import census, explaining_gauge
+from soak.diagnosis.census import census, explaining_gauge, fitted_bytes_per_unit, fitted_growth
 from soak.diagnosis.heap import growing_sites, heap_reading
 from soak.diagnosis.retention import parse_holders, read_memory_report
 from soak.evaluate import evaluate_run
@@ -284,3 +285,38 @@ def test_diagnose_reads_snapshots(tmp_path):
     assert diagnosis.snapshots == ["0001.tracemalloc", "0002.tracemalloc"]
     assert diagnosis.allocation_sites[0].site.startswith("tests/soak/test_diagnosis.py:")
     assert diagnosis.allocation_note is None
+
+
+def test_fitted_growth_long_series_bounded_memory():
+    """GIVEN 8,000 samples WHEN the growth is fitted THEN the fit is binned: memory stays small and the slope is right.
+
+    Theil-Sen over every pair of 28,800 samples (8 hours at 1 Hz) took about 20 GiB.
+    """
+    rows = [{"time_s": float(second), "rss_bytes": 500 * MIB + second * 1024 + (second % 7) * 4096} for second in range(8000)]
+
+    tracemalloc.start()
+    try:
+        growth = fitted_growth(rows, lambda row: row["rss_bytes"])
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert growth == pytest.approx(7999 * 1024, rel=0.01)
+    assert peak_bytes < 400 * MIB
+
+
+def test_fitted_bytes_per_unit_long_series():
+    """GIVEN 8,000 gauge readings out of order WHEN bytes per unit are fitted THEN the binned fit finds the true size."""
+    values = np.array([(index * 37) % 8000 for index in range(8000)], dtype=float)
+    residual = values * 2 * MIB
+
+    tracemalloc.start()
+    try:
+        unit_bytes, _, basis = fitted_bytes_per_unit(values, residual)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert unit_bytes == pytest.approx(2 * MIB, rel=0.01)
+    assert basis == "fitted"
+    assert peak_bytes < 400 * MIB
