@@ -22,8 +22,9 @@ import logging
 import time
 
 from soak.bench.context import BenchContext, BenchServer, funasr_server, gateway_server, running
-from soak.bench.figures import Figure, Section
-from soak.bench.load import closed_loop
+from soak.bench.figures import Figure, Section, percentile
+from soak.bench.load import StatusPoller, closed_loop
+from soak.bench.throughput import STATUS_INTERVAL_S
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +72,14 @@ def _replay(server: BenchServer, audio: bytes, names: list[str]) -> dict[str, fl
     reading = {"warm_bytes": float(server.rss_bytes())}
 
     started = time.perf_counter()
-    closed_loop(
-        server, audio, concurrency=1, requests=MEMORY_REQUESTS,
-        model_for=lambda index: names[index % len(names)], prompt_for=lambda index: f"hot{index}",
-    )
+    with StatusPoller(server, STATUS_INTERVAL_S, max_duration_s=600.0) as poller:
+        closed_loop(
+            server, audio, concurrency=1, requests=MEMORY_REQUESTS,
+            model_for=lambda index: names[index % len(names)], prompt_for=lambda index: f"hot{index}",
+        )
     reading["memory_s"] = time.perf_counter() - started
+    reading["status_p99_s"] = percentile(poller.latencies_s, 0.99)
+    reading["status_max_s"] = max(poller.latencies_s, default=float("nan"))
     time.sleep(SETTLE_S)
     reading["after_memory_bytes"] = float(server.rss_bytes())
 
@@ -110,6 +114,12 @@ def _section(context: BenchContext, names: list[str], readings: dict[str, list[d
             figures.append(Figure(f"{target}: growth since warm-up, {step}", "MiB", growth(target, key), better="lower"))
     for target in TARGETS:
         figures.append(Figure(f"{target}: RSS after warm-up", "MiB", values(target, "warm_bytes"), better="lower"))
+    for target in TARGETS:
+        route = "GET /health" if target == "funasr-server" else "GET /v1/status"
+        for key, name in (("status_p99_s", "p99"), ("status_max_s", "max")):
+            figures.append(Figure(
+                f"{target}: {route} during the memory sequence, {name}", "s", [reading[key] for reading in readings[target]], better="lower",
+            ))
 
     section = Section(
         key="memory",
@@ -119,7 +129,8 @@ def _section(context: BenchContext, names: list[str], readings: dict[str, list[d
             f"({MEMORY_REQUESTS} sequential requests with new hotwords each, cycling {len(names)} model identities: "
             f"{', '.join(names)}; the gateway's cache bound is {CACHE_MAX_MODELS}), then the compressed soak sequence "
             f"({SOAK_REQUESTS} requests from {SOAK_USERS} users, three fixed hotword lists, the default model) on the same "
-            f"process. RSS is the process tree's, read {SETTLE_S:.0f} s after each step. The leaky gateway runs "
+            f"process. RSS is the process tree's, read {SETTLE_S:.0f} s after each step. During the memory sequence the "
+            f"status route is read every {STATUS_INTERVAL_S * 1000:.0f} ms: there the gateway loads and evicts models. The leaky gateway runs "
             "`--leaks all`. funasr-server serves one model and ignores hotwords, so every request of its sequences uses "
             "that model: it measures the server's own retention, not a cache. Ratios are against the fixed gateway of the "
             "same round."
@@ -141,6 +152,11 @@ def _section(context: BenchContext, names: list[str], readings: dict[str, list[d
         f"After both sequences the leaky gateway uses {leaky.ratio_median:.1f} times the fixed gateway's RSS "
         f"({leaky.median:.0f} against {fixed.median:.0f} MiB); it grew {leaky_growth.median:.0f} MiB since warm-up, "
         f"the fixed one {fixed_growth.median:.0f} MiB."
+    )
+    loads_p99 = section.figure("gateway fixed: GET /v1/status during the memory sequence, p99")
+    section.findings.append(
+        f"While the fixed gateway loads and evicts models, GET /v1/status p99 is {loads_p99.median * 1000:.0f} ms "
+        f"(median of rounds, {loads_p99.spread[0] * 1000:.0f} to {loads_p99.spread[1] * 1000:.0f} ms)."
     )
     section.findings.append(
         f"funasr-server ends at {funasr.median:.0f} MiB, {funasr.ratio_median:.2f} of the fixed gateway's RSS, "
