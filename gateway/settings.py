@@ -248,7 +248,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("url_allowlist", parse_allowlist, "hosts that audio_url may download from, as host[:port] entries separated by commas; a host without a port allows only port 80 or 443 (default: empty, no downloads)", "HOSTS"),
     _Option("download_timeout_s", float, "seconds a download of an audio_url may take in total, redirects included (default 30)"),
     _Option("upload_timeout_s", float, "seconds a client may take to send a request body; past it the request gets 408 (default 300)"),
-    _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024)"),
+    _Option("onednn_cache_capacity", int, "oneDNN primitive cache capacity, set at start-up (default 1024, the same as oneDNN's own)"),
     _Option("torch_threads", int, "torch intra-op threads per process (default 1; workers run in parallel)"),
     _Option("stream_max_message_bytes", parse_bytes, "largest WebSocket message accepted, in bytes; past it the stream closes with 1009 (default 1 MiB)"),
     _Option("stream_partial_interval_s", float, "seconds of streamed audio between partial results (default 2)"),
