@@ -234,11 +234,12 @@ def _eviction_findings(section: Section, rounds: Rounds, jemalloc_skipped: str) 
     findings.append(
         f"Under jemalloc {str(state['version']).split('-')[0]} (dirty_decay_ms {state['dirty_decay_ms']}, background_thread "
         f"{str(state['background_thread']).lower()}), eviction returns {value(f'{JEMALLOC}: returned after eviction, no trim'):.0f} MiB "
-        f"({value(f'{JEMALLOC}: share of load growth returned, no trim'):.0f} %), malloc_trim returns {trim_change:.0f} MiB more, "
-        f"and purging every arena returns {purge_gain:.0f} MiB more "
+        f"({value(f'{JEMALLOC}: share of load growth returned, no trim'):.0f} %), malloc_trim returns {round(trim_change)} MiB more, "
+        f"and purging every arena returns {round(purge_gain)} MiB more "
         f"({value(f'{JEMALLOC}: share of load growth returned, after arena purge'):.0f} % in all). Until a purge, RSS stays at "
         f"{jemalloc_rss.median:.0f} MiB against {median(jemalloc_rss.reference_values):.0f} MiB under glibc defaults after malloc_trim; "
-        f"medians over {n} rounds."
+        f"medians over {n} rounds. The gateway's unload runs the same purge when jemalloc is preloaded "
+        "(gateway.native.return_freed_memory)."
     )
     return findings
 

@@ -106,7 +106,7 @@ def _throughput_section(context: BenchContext, batches: dict[tuple[str, int], li
             f"Clients are threads of the bench process with keep-alive connections, each sending its next request as soon as "
             f"one returns. The gateway runs {GATEWAY_WORKERS} workers with one torch thread each and runs its companion VAD "
             "before the Paraformer; funasr-server serves the same folder through `--model-path`, which runs the Paraformer "
-            "alone (no VAD, no punctuation) with AutoModel's default torch threads. So each server is compared with the direct "
+            "alone (no VAD, no punctuation) with AutoModel's default of 4 torch threads (FunASR 1.4.16). So each server is compared with the direct "
             "call of its own pipeline: the gateway with `AutoModel.generate()` on the model built with the VAD, funasr-server "
             "with `AutoModel.generate()` on the model alone, both in one child process with one torch thread and one call at a "
             "time per model, on audio decoded once."
