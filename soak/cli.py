@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -234,12 +235,18 @@ def split_locust_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:position], argv[position + 1 :]
 
 
-def bench_groups_value(text: str) -> list[str]:
+def comma_list_value(text: str, allowed: Iterable[str], what: str) -> list[str]:
+    """Split a comma list and check each name against ``allowed``; raise ArgumentTypeError naming them."""
+    allowed = list(allowed)
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SECTION_MODULES]
+    unknown = [name for name in names if name not in allowed]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"invalid section groups {text[:80]!r}: use a comma list of {', '.join(SECTION_MODULES)}")
+        raise argparse.ArgumentTypeError(f"invalid {what} {text[:80]!r}: use a comma list of {', '.join(allowed)}")
     return names
+
+
+def bench_groups_value(text: str) -> list[str]:
+    return comma_list_value(text, SECTION_MODULES, "section groups")
 
 
 def rounds_value(text: str) -> int:
@@ -253,8 +260,4 @@ def rounds_value(text: str) -> int:
 
 
 def gate_profiles_value(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in GATE_PROFILES]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"invalid gate parts {text!r}: use a comma list of {', '.join(GATE_PROFILES)}")
-    return names
+    return comma_list_value(text, GATE_PROFILES, "gate parts")

@@ -1,4 +1,4 @@
-"""What every benchmark section gets: models, audio, rounds, a work folder, and servers to start and stop."""
+"""The benchmark context (models, audio, rounds, a work folder) and the servers that sections start and stop."""
 
 from __future__ import annotations
 
@@ -141,8 +141,8 @@ def funasr_server(context: BenchContext, name: str = "funasr-server", *, env: di
     """Build (not start) FunASR's own ``funasr-server`` on a free port, serving the same model folder.
 
     With ``--model-path`` it serves the folder as the model ``custom`` through
-    ``AutoModel.generate()`` without VAD or punctuation; its working folder is
-    the bench's work folder, so it writes nothing into the checkout.
+    ``AutoModel.generate()``, without VAD or punctuation. It runs in the
+    bench's work folder, so it writes nothing into the checkout.
     """
     port = free_port()
     command = [

@@ -10,24 +10,15 @@ import pytest
 
 from soak.allocator import find_jemalloc
 from soak.bench import allocator
-from soak.bench.context import BenchContext, BenchError
+from soak.bench.context import BenchError
 from soak.bench.figures import Section
+from tests.soak.bench.contexts import make_context
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
 ROUNDS = 2
 PIECES = 4
 
-
-def make_context(models_dir: Path, work_dir: Path, rounds: int) -> BenchContext:
-    return BenchContext(
-        models_dir=models_dir,
-        model="paraformer-tiny",
-        audio_path=DATA / "speech.wav",
-        media_dir=DATA,
-        work_dir=work_dir,
-        rounds=rounds,
-    )
 
 
 def child_pids() -> set[int]:

@@ -19,6 +19,7 @@ from soak.bench.context import BenchContext, BenchError
 from soak.bench.figures import Figure, Section
 from soak.rundir import REPORT, REQUESTS, SAMPLES, JsonlWriter
 from soak.sampler import ProcessTreeSource, Sampler, StatusSource
+from tests.soak.bench.contexts import make_context
 
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
@@ -49,17 +50,6 @@ def measured(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     assert child_pids() <= children_before, "a gateway or child process outlived run()"
     return context, {section.key: section for section in sections}
 
-
-def make_context(models_dir: Path, work_dir: Path, rounds: int) -> BenchContext:
-    return BenchContext(
-        models_dir=models_dir,
-        model="paraformer-tiny",
-        audio_path=DATA / "speech.wav",
-        media_dir=DATA,
-        work_dir=work_dir,
-        rounds=rounds,
-        gateway_command=(sys.executable, "-m", "gateway"),
-    )
 
 
 def assert_measured(figure: Figure, rounds: int) -> None:
