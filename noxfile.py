@@ -53,7 +53,7 @@ def soak(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks and write docs/benchmarks.md and docs/benchmarks.json (about 15 minutes on 2 cores).
+    """Run the benchmarks and write docs/benchmarks.md and docs/benchmarks.json (about 12 minutes on 2 cores).
 
     posargs go to ``soak bench``, for example ``-- --sections throughput --rounds 3``.
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -124,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma list of section groups to run (default {','.join(SECTION_MODULES)})")
     bench.add_argument("--rounds", type=rounds_value, default=5, help=f"alternating rounds per figure, 1 to {MAX_ROUNDS} (default 5)")
     bench.add_argument("--model", default="paraformer-50mb", help="model preset (default paraformer-50mb)")
-    bench.add_argument("--models-dir", type=Path, default=None, help="models folder (default: the gateway's default)")
-    bench.add_argument("--out", type=Path, default=DEFAULT_PAGE, help=f"Markdown page to write (default {DEFAULT_PAGE})")
-    bench.add_argument("--json", type=Path, default=None, help="raw JSON to write (default: the page's path with .json)")
-    bench.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+    bench.add_argument("--models-dir", type=path_value, default=None, help="models folder (default: the gateway's default)")
+    bench.add_argument("--out", type=path_value, default=DEFAULT_PAGE, help=f"Markdown page to write (default {DEFAULT_PAGE})")
+    bench.add_argument("--json", type=path_value, default=None, help="raw JSON to write (default: the page's path with .json)")
+    bench.add_argument("--work-dir", type=path_value, default=DEFAULT_WORK_DIR,
                        help=f"folder for server logs and generated inputs (default {DEFAULT_WORK_DIR})")
     return parser
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_bench(
                 groups=args.sections, rounds=args.rounds, model=args.model, models_dir=args.models_dir, page_path=args.out,
                 json_path=args.json or args.out.with_suffix(".json"), work_dir=args.work_dir,
-                command_line=" ".join(["soak", *own_args]),
+                command_line=shlex.join(["soak", *own_args]),
             )
         if args.command == "report":
             return report(args.folders, args.criteria, args.baseline, args.tolerance)
@@ -247,6 +248,15 @@ def comma_list_value(text: str, allowed: Iterable[str], what: str) -> list[str]:
 
 def bench_groups_value(text: str) -> list[str]:
     return comma_list_value(text, SECTION_MODULES, "section groups")
+
+
+def path_value(text: str) -> Path:
+    """Accept a non-empty path without control characters (a newline would break the page's links)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("invalid path '': give a file or folder name")
+    if any(ord(character) < 32 for character in text):
+        raise argparse.ArgumentTypeError(f"invalid path {text[:80]!r}: it contains control characters; use a plain name")
+    return Path(text)
 
 
 def rounds_value(text: str) -> int:

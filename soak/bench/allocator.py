@@ -219,9 +219,17 @@ def _eviction_findings(section: Section, rounds: Rounds, jemalloc_skipped: str) 
     trimmed = section.figure(f"{ARENA_MAX_2}: RSS after eviction and malloc_trim")
     findings.append(
         f"With MALLOC_ARENA_MAX=2 the loads add {growth.median:.0f} MiB against {median(growth.reference_values):.0f} MiB "
-        f"under glibc defaults (median ratio {growth.ratio_median:.2f}). Eviction without trim returns {no_trim.median:.0f} MiB "
-        f"against {median(no_trim.reference_values):.0f} MiB, and RSS after malloc_trim is {trimmed.median:.0f} MiB against "
+        f"under glibc defaults (medians; the median of the per-round ratios is {growth.ratio_median:.2f}, because glibc's "
+        f"own growth varies from round to round). Eviction without trim returns {no_trim.median:.0f} MiB against "
+        f"{median(no_trim.reference_values):.0f} MiB, and RSS after malloc_trim is {trimmed.median:.0f} MiB against "
         f"{median(trimmed.reference_values):.0f} MiB (median ratio {trimmed.ratio_median:.2f})."
+    )
+    glibc_trim_share = value(f"{GLIBC}: share of load growth returned, with malloc_trim")
+    findings.append(
+        f"What returns an evicted model's memory is malloc_trim under glibc ({glibc_trim_share:.0f} % of the load growth, "
+        f"against {value(f'{GLIBC}: share of load growth returned, no trim'):.0f} % without it) and the arena purge under "
+        f"jemalloc. RSS after the trim under MALLOC_ARENA_MAX=2 is {trimmed.ratio_median:.2f} of glibc defaults' (median "
+        f"ratio), so the arena limit {'makes no difference after the trim' if abs(trimmed.ratio_median - 1) < 0.05 else 'changes it too'}."
     )
 
     if jemalloc_skipped:

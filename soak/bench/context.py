@@ -27,6 +27,8 @@ READY_POLL_S = 0.25
 STOP_TIMEOUT_S = 20.0
 # funasr-server serves the folder given with --model-path under this request model name.
 FUNASR_SERVER_MODEL = "custom"
+# The reason GET /readyz gives while the gateway loads its default model.
+GATEWAY_LOADING_REASON = "loading the default model"
 
 
 class BenchError(SoakError):
@@ -97,9 +99,17 @@ class BenchServer:
                         f"{self.name} exited with status {self.process.poll()} before it was ready; "
                         f"last lines of {self.process.log_path}:\n{self.process.log_tail()}"
                     )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(self.url + self.ready_path).status_code == 200:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    response = client.get(self.url + self.ready_path)
+                    if response.status_code == 200:
                         return time.monotonic() - started
+                    reason = response.json().get("reason", "") if self.kind == "gateway" else ""
+                    # A gateway whose default model failed stays up but never gets ready.
+                    if reason and reason != GATEWAY_LOADING_REASON:
+                        raise BenchError(
+                            f"{self.name} will not get ready: {reason}; last lines of {self.process.log_path}:\n"
+                            f"{self.process.log_tail()}"
+                        )
                 time.sleep(READY_POLL_S)
         raise BenchError(
             f"{self.name} was not ready within {ready_timeout_s:.0f} s; last lines of {self.process.log_path}:\n"

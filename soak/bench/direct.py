@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -53,8 +54,14 @@ class DirectWorker:
         """Run one batch of direct calls; return its latencies and wall time."""
         if self.process is None or self.process.stdin is None:
             raise BenchError("the direct worker has not been started")
-        self.process.stdin.write(json.dumps({"pipeline": pipeline, "concurrency": concurrency, "requests": requests}) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps({"pipeline": pipeline, "concurrency": concurrency, "requests": requests}) + "\n")
+            self.process.stdin.flush()
+        except OSError as error:
+            raise BenchError(
+                f"the direct worker (PID {self.process.pid}) is gone ({error}; exit status {self.process.poll()}); "
+                f"last lines of {self.log_path}:\n{self.log_path.read_text(errors='replace')[-2000:]}"
+            ) from None
         reply = self._read_line(BATCH_TIMEOUT_S, f"a batch of {requests} {pipeline} calls")
         return Batch(list(reply["latencies_s"]), float(reply["wall_s"]))
 
@@ -62,7 +69,8 @@ class DirectWorker:
         if self.process is None or self.process.poll() is not None:
             return
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
         try:
             self.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

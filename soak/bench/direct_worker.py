@@ -12,7 +12,9 @@ and writes one JSON line per command on its original stdout:
 ``{"latencies_s": [...], "wall_s": 1.9}``. Everything FunASR prints goes to
 stderr. Each model instance runs one call at a time (AutoModel rewrites its
 own kwargs during inference), as in the gateway, so concurrent clients wait
-for the lock.
+their turn. A single-thread executor per model runs the calls in the order
+they arrive, as the gateway's queue does; a plain lock would let some
+clients wait for many turns and distort the latency tail.
 """
 
 from __future__ import annotations
@@ -56,12 +58,13 @@ def main() -> int:
         model=identity.path, model_path=identity.path, device="cpu", ncpu=TORCH_THREADS,
         disable_update=True, disable_pbar=True, disable_log=True, log_level="WARNING",
     )
-    models = {"vad": (with_vad, threading.Lock()), "plain": (plain, threading.Lock())}
+    runners = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"direct-{name}") for name in ("vad", "plain")}
+    models = {"vad": (with_vad, runners["vad"]), "plain": (plain, runners["plain"])}
     protocol.write(json.dumps({"ready": True, "audio_s": audio.size / sample_rate}) + "\n")
 
     for line in sys.stdin:
         command = json.loads(line)
-        model, lock = models[command["pipeline"]]
+        model, runner = models[command["pipeline"]]
         requests = int(command["requests"])
         concurrency = int(command["concurrency"])
         remaining = iter(range(requests))
@@ -74,8 +77,7 @@ def main() -> int:
                     if next(remaining, None) is None:
                         return
                 started = time.perf_counter()
-                with lock:
-                    model.generate(input=audio, disable_pbar=True)
+                runner.submit(model.generate, input=audio, disable_pbar=True).result()
                 with index_lock:
                     latencies_s.append(time.perf_counter() - started)
 

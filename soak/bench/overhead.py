@@ -188,7 +188,7 @@ def measure_sampler(context: BenchContext, section: Section, *, requests: int = 
                 samples_path = samples_dir / f"round{round_index}-{interval_s}.jsonl"
                 reading = measure_batch(context, server, interval_s, requests, samples_path)
                 readings[interval_s].append(reading)
-                logger.info("Round %d, %s: %.2f requests/s, sampler %.3f CPU s/s.", round_index,
+                logger.info("Round %d of %d, %s: %.2f requests/s, sampler %.3f CPU s per s.", round_index + 1, context.rounds,
                             interval_label(interval_s), reading.requests_per_s, reading.sampler_cpu_per_wall_s)
 
     reference = readings[None]

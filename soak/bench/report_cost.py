@@ -101,7 +101,7 @@ def measure_report(context: BenchContext, section: Section, *, minutes: int = RE
         for series in alternate([long, short], round_index):
             run = run_report(context, series.folder.path)
             series.runs.append(run)
-            logger.info("Round %d, %s: %.1f s, peak %.0f MiB%s.", round_index, series.label, run.wall_s,
+            logger.info("Round %d of %d, %s: %.1f s, peak %.0f MiB%s.", round_index + 1, context.rounds, series.label, run.wall_s,
                         run.peak_rss_bytes / MIB, ", stopped at the RSS cap" if run.stopped_at_rss_cap else "")
         if long.runs[-1].stopped_at_rss_cap:
             logger.warning("The report of the %s reached the %.0f MiB RSS cap; skipping the remaining rounds.",

@@ -23,6 +23,7 @@ from soak.bench.context import BenchContext, BenchError
 from soak.bench.figures import Section
 from soak.bench.page import render_page
 from soak.models import prepare_models
+from soak.processes import stop_signals_raise_keyboard_interrupt
 from soak.settings import DEFAULT_AUDIO, REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -52,26 +53,30 @@ def run_bench(
     work_dir: Path,
     command_line: str,
 ) -> int:
-    """Run the section groups, write the page and the JSON; return 0, or 1 when a group failed."""
+    """Run the section groups, write the page and the JSON; return 0, or 1 when a group failed.
+
+    SIGTERM ends the run as Ctrl+C does: every server a section started is stopped on the way out.
+    """
+    with stop_signals_raise_keyboard_interrupt():
+        return _run_bench(groups, rounds, model, models_dir, page_path, json_path, work_dir, command_line)
+
+
+def _run_bench(
+    groups: list[str], rounds: int, model: str, models_dir: Path | None, page_path: Path, json_path: Path, work_dir: Path,
+    command_line: str,
+) -> int:
     if rounds < 1:
         raise BenchError(f"--rounds must be at least 1, got {rounds}; the page's medians need 5 or more")
     unknown = [group for group in groups if group not in SECTION_MODULES]
     if unknown or not groups:
         raise BenchError(f"unknown section group(s) {', '.join(map(repr, unknown)) or 'none'}; use a comma list of {', '.join(SECTION_MODULES)}")
-    for path, flag in ((page_path, "--out"), (json_path, "--json")):
-        if path.is_dir():
-            raise BenchError(f"{flag} {str(path)!r} is a folder; give a file path such as {str(path / path.name)!r}.md")
-    if page_path.resolve() == json_path.resolve():
-        raise BenchError(f"--out and --json are both {str(page_path)!r}; give the JSON its own file")
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        for path in (page_path, json_path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BenchError(f"cannot create the output folders ({error}); choose writable paths for --out, --json and --work-dir") from None
+    check_outputs(page_path, json_path, work_dir)
     media_dir = work_dir / "media"
-    media_dir.mkdir(exist_ok=True)
-    shutil.copyfile(DEFAULT_AUDIO, media_dir / DEFAULT_AUDIO.name)
+    try:
+        media_dir.mkdir(exist_ok=True)
+        shutil.copyfile(DEFAULT_AUDIO, media_dir / DEFAULT_AUDIO.name)
+    except OSError as error:
+        raise BenchError(f"cannot write into --work-dir {str(work_dir)!r} ({error}); choose a writable folder") from None
 
     started = time.monotonic()
     prepared = prepare_models(
@@ -92,6 +97,10 @@ def run_bench(
         except BenchError as error:
             logger.error("The %s benchmarks failed: %s", group, error)
             produced = [Section(key=group, title=f"{group} (failed)", method="", error=str(error))]
+            failed = True
+        except Exception as error:  # a bug in one group must not cost the other groups' figures
+            logger.exception("The %s benchmarks failed with an unexpected error", group)
+            produced = [Section(key=group, title=f"{group} (failed)", method="", error=f"unexpected error: {type(error).__name__}: {error}")]
             failed = True
         elapsed_s = time.monotonic() - group_started
         for section in produced:
@@ -115,11 +124,47 @@ def run_bench(
     }
     try:
         json_path.write_text(json.dumps(_finite(document), indent=1) + "\n", encoding="utf-8")
-        page_path.write_text(render_page(_finite(document), json_name=_relative(json_path, page_path.parent)), encoding="utf-8")
+        page = render_page(
+            _finite(document), json_name=_relative(json_path, page_path.parent),
+            fixes_link=_relative(REPO_ROOT / "docs" / "benchmark-fixes.md", page_path.parent),
+        )
+        page_path.write_text(page, encoding="utf-8")
     except OSError as error:
         raise BenchError(f"cannot write the results ({error}); the server logs are under {work_dir}") from None
     logger.info("Wrote %s and %s in %.0f s.", page_path, json_path, document["duration_s"])
     return 1 if failed else 0
+
+
+def check_outputs(page_path: Path, json_path: Path, work_dir: Path) -> None:
+    """Create the output folders and check that the page and the JSON can be written, before any server starts."""
+    for path, flag, example in ((page_path, "--out", "benchmarks.md"), (json_path, "--json", "benchmarks.json")):
+        try:
+            is_folder = path.is_dir()
+        except OSError as error:
+            raise BenchError(f"cannot write {flag} {str(path)[:200]!r} ({error.strerror}); choose a writable path") from None
+        if is_folder:
+            raise BenchError(f"{flag} {str(path)!r} is a folder; give a file path such as {str(path / example)!r}")
+    if page_path.resolve() == json_path.resolve():
+        raise BenchError(f"--out and --json are both {str(page_path)!r}; give the JSON its own file")
+    check_writable(page_path, "--out")
+    check_writable(json_path, "--json")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BenchError(f"cannot create --work-dir {str(work_dir)[:200]!r} ({error.strerror}); choose a writable folder") from None
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Create ``path``'s folder and check that the file can be written, leaving no file behind that was not there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with path.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as error:
+        raise BenchError(f"cannot write {flag} {str(path)[:200]!r} ({error.strerror}); choose a writable path") from None
 
 
 def machine_facts() -> dict[str, Any]:

@@ -59,3 +59,32 @@ def test_bench_rejects_unknown_model(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert status == 2
     assert "model 'whisper-large' is not a preset that soak can prepare; use one of paraformer-tiny" in capsys.readouterr().err
     assert not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--out", "", "argument --out: invalid path '': give a file or folder name"),
+        ("--json", " ", "argument --json: invalid path '': give a file or folder name"),
+        ("--out", "bench\nmd", "argument --out: invalid path 'bench\\nmd': it contains control characters"),
+        ("--models-dir", "", "argument --models-dir: invalid path ''"),
+        ("--work-dir", "a\x00b", "argument --work-dir: invalid path"),
+    ],
+)
+def test_bench_rejects_bad_paths(flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", flag, value])
+
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["n" * 300 + ".md", "missing-folder-is-a-file/x.md"])
+def test_bench_rejects_unwritable_out_before_starting(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "missing-folder-is-a-file").write_text("")
+
+    status = main(["bench", "--out", str(tmp_path / name), "--work-dir", str(tmp_path / "work")])
+
+    assert status == 2
+    assert "cannot write --out" in capsys.readouterr().err
+    assert not (tmp_path / "work" / "media").exists()

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
 
 from soak.bench.runner import run_bench
+from soak.settings import REPO_ROOT
 
 
 def test_bench_throughput_and_memory(models_dir: Path, tmp_path: Path) -> None:
@@ -48,5 +53,48 @@ def test_bench_throughput_and_memory(models_dir: Path, tmp_path: Path) -> None:
     page = page_path.read_text()
     assert "## Throughput and latency: gateway, funasr-server and direct calls" in page
     assert "## RSS after the memory profile and after a compressed soak" in page
-    assert "[benchmarks.json](benchmarks.json)" in page
+    assert "[benchmarks.json](<benchmarks.json>)" in page
+    assert (page_path.parent / page.split("[benchmark-fixes.md](<", 1)[1].split(">)", 1)[0]).resolve() == (REPO_ROOT / "docs" / "benchmark-fixes.md").resolve()
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_bench_sigterm_stops_every_server(models_dir: Path, tmp_path: Path) -> None:
+    """GIVEN a bench whose servers are up WHEN it gets SIGTERM THEN it exits 2 and every process it started is gone."""
+    command = [
+        sys.executable, "-m", "soak", "bench", "--sections", "throughput", "--rounds", "1", "--model", "paraformer-tiny",
+        "--models-dir", str(models_dir), "--out", str(tmp_path / "b.md"), "--work-dir", str(tmp_path / "work"),
+    ]
+    bench = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        servers: list[psutil.Process] = []
+        deadline = time.monotonic() + SERVERS_UP_TIMEOUT_S
+        while len(servers) < 2 and time.monotonic() < deadline and bench.poll() is None:
+            time.sleep(0.5)
+            servers = [child for child in psutil.Process(bench.pid).children(recursive=True) if is_server(child)]
+        assert len(servers) >= 2, "the gateway and funasr-server did not start"
+        started = psutil.Process(bench.pid).children(recursive=True)
+
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=STOP_TIMEOUT_S)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait(timeout=30)
+
+    assert bench.returncode == 2, err[-2000:]
+    assert "interrupted; every process soak started was stopped" in err
+    gone, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == []
+    assert not (tmp_path / "b.md").exists()
+
+
+SERVERS_UP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 90.0
+
+
+def is_server(process: psutil.Process) -> bool:
+    try:
+        command_line = " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    return "gateway serve" in command_line or "funasr.bin.server" in command_line

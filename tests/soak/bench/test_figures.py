@@ -95,5 +95,7 @@ def test_page_has_tables_findings_and_failures() -> None:
     assert "| gateway, concurrency 1: throughput | 9.25 req/s | 9.00 req/s to 9.50 req/s | direct: 10.00 req/s | 0.93 (0.90 to 0.95) |" in page
     assert "- The gateway reaches 0.93 of direct calls." in page
     assert "**memory (failed)**: not measured: funasr-server exited with status 1" in page
-    assert "[benchmarks.json](benchmarks.json)" in page
+    assert "[benchmarks.json](<benchmarks.json>)" in page
+    assert "[benchmark-fixes.md](<benchmark-fixes.md>)" in page
+    assert "**Only 2 round(s):**" in page
     assert page == render_page(document_with([measured, failed]), json_name="benchmarks.json")
