@@ -17,18 +17,18 @@ import logging
 import math
 import os
 import random
-import select
 import shlex
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gateway.native import ONEDNN_CACHE_ENV
 from gateway.settings import Settings
 from soak.allocator import JEMALLOC_PATTERNS, AllocatorError, allocator_env
+from soak.bench.children import JsonLineChild
 from soak.bench.context import BenchContext, BenchError
 from soak.bench.figures import Better, Figure, Section, median
 
@@ -39,7 +39,6 @@ MIB = 1024 * 1024
 READY_TIMEOUT_S = 180.0
 CHILD_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 10.0
-LOG_TAIL_CHARS = 3000
 
 # Worker threads that load the models: the gateway's default pool size on a 2-core host. Each thread gets its own glibc arena.
 EVICTION_THREADS = 2
@@ -393,85 +392,43 @@ class ForkServer:
     """A running :mod:`soak.bench.allocator_worker` under one configuration, which forks one child per request."""
 
     def __init__(self, context: BenchContext, configuration: Configuration, log_name: str):
-        self.context = context
         self.configuration = configuration
-        self.log_path = context.log_path(log_name)
-        self.process: subprocess.Popen[bytes] | None = None
-        self._buffer = b""
+        self.child = JsonLineChild(
+            f"the fork server for configuration {configuration.name!r}", _server_argv(context), context.log_path(log_name),
+            env=configuration.environment({**os.environ, **context.extra_env}), cwd=context.work_dir,
+        )
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
 
     def start(self) -> None:
-        env = self.configuration.environment({**os.environ, **self.context.extra_env})
-        with self.log_path.open("ab") as log:
-            try:
-                self.process = subprocess.Popen(
-                    _server_argv(self.context), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                    env=env, cwd=self.context.work_dir, start_new_session=True,
-                )
-            except OSError as error:
-                raise BenchError(f"failed to start the fork server for configuration {self.configuration.name!r}: {error}") from None
-        logger.info("Started the fork server for %r, PID %d.", self.configuration.name, self.process.pid)
+        self.child.start()
 
     def wait_ready(self) -> None:
-        self._read_reply(READY_TIMEOUT_S, f"the fork server for configuration {self.configuration.name!r} while it imported torch and FunASR")
+        self.child.read(READY_TIMEOUT_S, f"{self.child.name} while it imported torch and FunASR")
 
     def measure(self, request: dict[str, Any], round_index: int) -> dict[str, Any]:
         """Run ``request`` in a fresh child and return its result, or raise BenchError that names the configuration."""
-        assert self.process is not None and self.process.stdin is not None
         description = f"the {request['measurement']} child for configuration {self.configuration.name!r} (round {round_index + 1})"
-        self.process.stdin.write((json.dumps(request) + "\n").encode())
-        self.process.stdin.flush()
-        child_pid = int(self._read_reply(READY_TIMEOUT_S, description)["child_pid"])
+        self.child.send(request)
+        child_pid = int(self.child.read(READY_TIMEOUT_S, description)["child_pid"])
 
         try:
-            reply = self._read_reply(CHILD_TIMEOUT_S, description)
+            reply = self.child.read(CHILD_TIMEOUT_S, description)
         except BenchError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child_pid, signal.SIGKILL)
             raise
         if reply["exit_status"] != 0 or reply["result"] is None:
             raise BenchError(
-                f"{description} failed with exit status {reply['exit_status']}; last lines of {self.log_path}:\n{self._log_tail()}"
+                f"{description} failed with exit status {reply['exit_status']}; last lines of {self.log_path}:\n{self.child.log_tail()}"
             )
         return dict(reply["result"])
 
     def stop(self) -> None:
         """Close the server's stdin so that it exits; kill it by PID if it has not exited within STOP_TIMEOUT_S."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("The fork server for %r (PID %d) did not exit on end of input; sending SIGKILL.", self.configuration.name, self.process.pid)
-            self.process.kill()
-            self.process.wait()
-
-    def _read_reply(self, timeout_s: float, description: str) -> dict[str, Any]:
-        """Return the next JSON line from the server, reading with select so that a silent server times out."""
-        assert self.process is not None and self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        descriptor = self.process.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise BenchError(f"{description} timed out after {timeout_s:.0f} s; last lines of {self.log_path}:\n{self._log_tail()}")
-            ready, _, _ = select.select([descriptor], [], [], min(remaining_s, 0.5))
-            if not ready:
-                continue
-            chunk = os.read(descriptor, 65536)
-            if not chunk:
-                raise BenchError(
-                    f"the fork server for configuration {self.configuration.name!r} exited with status {self.process.wait()} "
-                    f"during {description}; last lines of {self.log_path}:\n{self._log_tail()}"
-                )
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return dict(json.loads(line))
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        self.child.stop(STOP_TIMEOUT_S)
 
 
 def run_rounds(context: BenchContext, measurement: str, configurations: list[Configuration], request: dict[str, Any]) -> Rounds:

@@ -1,14 +1,17 @@
-"""Child processes and sections for the overhead benchmarks: run a child, read its JSON line, record failures."""
+"""Child processes of the benchmarks: one-shot children that print a JSON line, and long-lived JSON-line children."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import select
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from soak.bench.context import BenchContext, BenchError
@@ -89,3 +92,87 @@ def ratio_words(figure: Figure, lower: str, higher: str) -> str:
         text = f"{text}, {higher if low > 1.0 else lower} in every round"
     reference = [value for value in figure.reference_values if math.isfinite(value)]
     return f"{text}, while the reference ({figure.reference_label}) ranged from {min(reference):.3g} to {max(reference):.3g} {figure.unit}"
+
+
+class JsonLineChild:
+    """A long-lived child that takes one JSON request per stdin line and writes JSON lines to stdout.
+
+    Replies are read with ``select`` from a byte buffer, so a silent child
+    times out and several lines arriving at once are all kept. The child
+    runs in its own session; closing its stdin asks it to exit.
+    """
+
+    def __init__(self, name: str, command: list[str], log_path: Path, *, env: dict[str, str], cwd: Path):
+        self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                    env=self.env, cwd=self.cwd, start_new_session=True,
+                )
+            except OSError as error:
+                raise BenchError(f"failed to start {self.name} ({' '.join(self.command)}): {error}") from None
+        logger.info("Started %s, PID %d.", self.name, self.process.pid)
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Write one request line; raise BenchError when the child is gone."""
+        if self.process is None or self.process.stdin is None:
+            raise BenchError(f"{self.name} has not been started")
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except OSError as error:
+            raise BenchError(
+                f"{self.name} (PID {self.process.pid}) is gone ({error}; exit status {self.process.poll()}); "
+                f"last lines of {self.log_path}:\n{self.log_tail()}"
+            ) from None
+
+    def read(self, timeout_s: float, description: str) -> dict[str, Any]:
+        """Return the next JSON line; raise BenchError when the child exits or stays silent for ``timeout_s``."""
+        assert self.process is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        descriptor = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise BenchError(f"{description} timed out after {timeout_s:.0f} s; last lines of {self.log_path}:\n{self.log_tail()}")
+            ready, _, _ = select.select([descriptor], [], [], min(remaining_s, 0.5))
+            if not ready:
+                continue
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                raise BenchError(
+                    f"{self.name} exited with status {self.process.wait()} during {description}; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return dict(json.loads(line))
+
+    def stop(self, timeout_s: float) -> None:
+        """Close the child's stdin so that it exits; kill it by PID if it has not exited within ``timeout_s``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s (PID %d) did not exit on end of input; sending SIGKILL.", self.name, self.process.pid)
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-CHILD_STDERR_TAIL_CHARS:]
+        except OSError:
+            return ""
