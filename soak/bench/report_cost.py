@@ -1,8 +1,8 @@
 """Report generation cost: ``soak report`` on a synthetic 8-hour, 1 Hz run folder against a 1-hour one.
 
-Each ``soak report`` runs in a fresh child whose peak RSS ``os.wait4``
-reports; the run folders are written with the harness's own writers
-and a seeded RSS curve, in the sampler's row format.
+Each ``soak report`` runs in a fresh child, whose peak RSS comes from
+``os.wait4``. The run folders are written with the harness's own writers,
+in the sampler's row format, with a seeded RSS curve.
 """
 
 from __future__ import annotations

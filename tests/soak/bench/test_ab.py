@@ -84,6 +84,7 @@ def test_ab_compares_head_with_working_tree(models_dir: Path, tmp_path: Path) ->
     labels = [figure["label"] for figure in document["figures"]]
     assert "after: GET /v1/status while models load and unload: p99" in labels
     for figure in document["figures"]:
-        assert len(figure["values"]) == 1 and len(figure["reference_values"]) == 1, figure["label"]
+        assert len(figure["values"]) == 1, figure["label"]
+        assert len(figure["reference_values"]) == 1, figure["label"]
     assert worktrees() == trees_before
     assert psutil.Process().children(recursive=True) == []

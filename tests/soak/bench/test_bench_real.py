@@ -83,7 +83,7 @@ def test_bench_sigterm_stops_every_server(models_dir: Path, tmp_path: Path) -> N
 
     assert bench.returncode == 2, err[-2000:]
     assert "interrupted; every process soak started was stopped" in err
-    gone, alive = psutil.wait_procs(started, timeout=10)
+    _, alive = psutil.wait_procs(started, timeout=10)
     assert alive == []
     assert not (tmp_path / "b.md").exists()
 
